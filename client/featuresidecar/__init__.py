@@ -1,0 +1,1 @@
+"""The Feature Sidecar client."""

@@ -1,0 +1,231 @@
+"""The signed bundle artifact: format, signing and verification (pure: bytes in, data out).
+
+A bundle is one JSON document::
+
+    {"format": "feature-sidecar-bundle/1",
+     "payload": "<base64 of the payload JSON>",
+     "signatures": [{"keyid": "<hex>", "alg": "ed25519", "sig": "<base64>"}]}
+
+The payload JSON carries ``revision``, ``built_at``, ``digest`` (``sha256:<hex>`` of the policy
+source) and ``policy`` (the policy YAML source, kept verbatim so errors and explanations can name
+lines). Each signature is Ed25519 over the exact payload bytes; the key id is the first 16 hex
+digits of SHA-256 over the raw 32-byte public key. docs/bundle-format.md has the details.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+FORMAT = "feature-sidecar-bundle/1"
+
+
+class BundleError(ValueError):
+    """A bundle that must not be activated; `reason` is a bounded metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # signature | parse | rollback | size | http | timeout | io
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Bundle:
+    revision: int
+    built_at: str
+    digest: str
+    policy_source: str
+    # Key id that verified it; "" for an unsigned bundle or a plain policy file.
+    key_id: str
+    signed: bool
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def private_key_pem(private: Ed25519PrivateKey) -> bytes:
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_private_key(pem: bytes, where: str = "key") -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{where}: not an Ed25519 private key")
+    return key
+
+
+def load_public_key(pem: bytes, where: str = "key") -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: not a PEM public key ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{where}: not an Ed25519 public key")
+    return key
+
+
+def trusted_keys(keys: Sequence[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
+    return {key_id(k): k for k in keys}
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def content_digest(policy_source: str) -> str:
+    return "sha256:" + hashlib.sha256(policy_source.encode("utf-8")).hexdigest()
+
+
+def build(
+    policy_source: str,
+    revision: int,
+    private: Ed25519PrivateKey | None,
+    built_at: datetime | None = None,
+) -> bytes:
+    """The bundle bytes; unsigned when `private` is None (development only)."""
+    if revision < 0:
+        raise ValueError("revision must not be negative")
+    payload = json.dumps(
+        {
+            "revision": revision,
+            "built_at": (built_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "digest": content_digest(policy_source),
+            "policy": policy_source,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    ).encode("utf-8")
+    signatures = []
+    if private is not None:
+        signatures.append(
+            {
+                "keyid": key_id(private.public_key()),
+                "alg": "ed25519",
+                "sig": base64.b64encode(private.sign(payload)).decode("ascii"),
+            }
+        )
+    document = {
+        "format": FORMAT,
+        "payload": base64.b64encode(payload).decode("ascii"),
+        "signatures": signatures,
+    }
+    return (json.dumps(document, indent=1) + "\n").encode("utf-8")
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def looks_like_bundle(data: bytes) -> bool:
+    return data.lstrip()[:1] == b"{" and FORMAT.encode() in data[:4096]
+
+
+def verify(
+    data: bytes,
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    allow_unsigned: bool = False,
+) -> Bundle:
+    """The bundle, if its signature verifies against a trusted key; BundleError otherwise.
+
+    With `allow_unsigned` (development), a bundle without signatures, or a plain policy YAML,
+    is accepted; a bundle that carries signatures must still verify.
+    """
+    if not looks_like_bundle(data):
+        if allow_unsigned:
+            try:
+                source = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BundleError("parse", "the policy file is not UTF-8 text") from None
+            return Bundle(0, "", content_digest(source), source, "", False)
+        raise BundleError(
+            "parse", "not a signed bundle (build one with `feature-sidecar bundle build`)"
+        )
+    try:
+        document = json.loads(data)
+        if document.get("format") != FORMAT:
+            raise ValueError(f"unknown format {document.get('format')!r}")
+        payload = base64.b64decode(document["payload"], validate=True)
+        signatures = document.get("signatures") or []
+        if not isinstance(signatures, list):
+            raise ValueError("signatures must be a list")
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise BundleError("parse", f"the bundle is corrupt: {_short(exc)}") from None
+
+    key_used = ""
+    if signatures:
+        key_used = _check_signatures(payload, signatures, trusted)
+    elif not allow_unsigned:
+        raise BundleError("signature", "the bundle is unsigned")
+
+    try:
+        fields = json.loads(payload)
+        revision = fields["revision"]
+        source = fields["policy"]
+        digest = fields["digest"]
+        built_at = fields.get("built_at", "")
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+            raise ValueError("revision must be a non-negative integer")
+        if not isinstance(source, str) or not isinstance(digest, str):
+            raise ValueError("policy and digest must be strings")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError("parse", f"the bundle payload is corrupt: {_short(exc)}") from None
+    if content_digest(source) != digest:
+        raise BundleError("parse", "the bundle's digest does not match its content")
+    return Bundle(revision, str(built_at), digest, source, key_used, bool(key_used))
+
+
+def _check_signatures(
+    payload: bytes, signatures: list[object], trusted: Mapping[str, Ed25519PublicKey]
+) -> str:
+    unknown = []
+    for entry in signatures:
+        if not isinstance(entry, dict):
+            raise BundleError("parse", "the bundle is corrupt: a signature is not an object")
+        keyid = str(entry.get("keyid", ""))
+        key = trusted.get(keyid)
+        if key is None:
+            unknown.append(keyid)
+            continue
+        if entry.get("alg") != "ed25519":
+            raise BundleError("signature", f"unsupported signature algorithm {entry.get('alg')!r}")
+        try:
+            signature = base64.b64decode(str(entry.get("sig", "")), validate=True)
+            key.verify(signature, payload)
+        except (InvalidSignature, binascii.Error, ValueError):
+            raise BundleError(
+                "signature", f"the signature by key {keyid} does not verify"
+            ) from None
+        return keyid
+    raise BundleError(
+        "signature", f"the bundle is signed by an untrusted key ({', '.join(unknown) or 'none'})"
+    )
+
+
+def _short(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:160]

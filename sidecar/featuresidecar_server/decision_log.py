@@ -1,0 +1,127 @@
+"""The decision log: one JSON line per call, written by a thread off the request path.
+
+Calls only put their outcome on a bounded queue; when it is full the line is dropped and
+counted, so a slow disk or a stuck reader never slows a call. Tokens never reach this module:
+it sees the verified principal, not the credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from .grpc_service import CallOutcome
+
+log = logging.getLogger("featuresidecar.decision_log")
+
+_STOP = object()
+
+
+class DecisionLog:
+    def __init__(
+        self,
+        stream: IO[str],
+        *,
+        entities: str = "hashed",
+        queue_size: int = 10000,
+        entity_key: bytes = b"",
+        close_stream: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stream = stream
+        self.entities = entities
+        self.entity_key = entity_key or b"feature-sidecar/decision-log"
+        self.clock = clock
+        self.dropped = 0
+        self.written = 0
+        self.on_drop: list[Callable[[], None]] = []
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
+        self._close_stream = close_stream
+        self._thread = threading.Thread(target=self._write_loop, name="decision-log", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, target: str, *, entities: str, queue_size: int) -> DecisionLog:
+        if target == "stdout":
+            return cls(sys.stdout, entities=entities, queue_size=queue_size)
+        # Line-buffered append: each line reaches the file whole.
+        stream = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        return cls(stream, entities=entities, queue_size=queue_size, close_stream=True)
+
+    def observe(self, outcome: CallOutcome) -> None:
+        """Called on the request path: never blocks."""
+        try:
+            self._queue.put_nowait((self.clock(), outcome))
+        except queue.Full:
+            self.dropped += 1
+            for callback in self.on_drop:
+                callback()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        await asyncio.to_thread(self.close)
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return  # the writer is stuck; it is a daemon thread and dies with the process
+        self._thread.join(timeout)
+        if self._close_stream:
+            self.stream.close()
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            stamp, outcome = item
+            try:
+                self.stream.write(self.line(stamp, outcome) + "\n")
+                self.stream.flush()
+                self.written += 1
+            except (OSError, ValueError) as exc:
+                log.error("decision log write failed", extra={"detail": str(exc)})
+
+    def line(self, stamp: float, outcome: CallOutcome) -> str:
+        record = outcome.record
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
+            + f".{int(stamp * 1000) % 1000:03d}Z",
+            "request_id": outcome.request_id,
+            "method": outcome.method,
+            "principal": record.principal
+            or (outcome.identity.principal if outcome.identity else ""),
+            "identity_source": outcome.identity.source if outcome.identity else "",
+            "roles": list(record.roles),
+            "features": {
+                "allowed": record.allowed,
+                "denied": record.denied,
+                "masked": record.masked,
+            },
+            "entity_count": record.entities,
+            "policy_revision": record.revision,
+            "code": outcome.code.name,
+            "latency_ms": round(outcome.seconds * 1000, 3),
+        }
+        if self.entities != "none":
+            entry["entities"] = {
+                name: [self._entity(name, v) for v in values]
+                for name, values in record.entity_values.items()
+            }
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+    def _entity(self, name: str, value: Any) -> Any:
+        if self.entities == "plain":
+            return value
+        message = f"{name}={value}".encode()
+        return hmac.new(self.entity_key, message, hashlib.sha256).hexdigest()[:16]

@@ -1,0 +1,132 @@
+"""The gRPC face of FeatureService: identity in, errors out through one table."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from featuresidecar.v1 import feature_service_pb2 as pb
+from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
+
+from .access import Identity
+from .authn import Authenticator
+from .grpc_errors import is_expected, status_of
+from .service import CallRecord, FeatureReader
+
+log = logging.getLogger("featuresidecar.calls")
+
+SERVICE = "featuresidecar.v1.FeatureService"
+
+
+@dataclass
+class CallOutcome:
+    method: str
+    code: grpc.StatusCode
+    seconds: float
+    request_id: str
+    record: CallRecord
+    identity: Identity | None
+
+
+Observer = Callable[[CallOutcome], None]
+Response = TypeVar("Response")
+
+
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == "x-request-id" and isinstance(value, str):
+            cleaned = "".join(c for c in value[:64] if c.isalnum() or c in "-_.:")
+            if cleaned:
+                return cleaned
+    return os.urandom(8).hex()
+
+
+class FeatureServicer(pb_grpc.FeatureServiceServicer):
+    def __init__(
+        self,
+        reader: FeatureReader,
+        authenticator: Authenticator,
+        observers: list[Observer] | None = None,
+    ) -> None:
+        self.reader = reader
+        self.authenticator = authenticator
+        self.observers: list[Observer] = observers or []
+
+    def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        metadata = context.invocation_metadata()
+        return self.authenticator.identify(
+            metadata,
+            context.peer() or "",
+            context.auth_context() or {},
+        )
+
+    async def GetFeatures(
+        self, request: pb.GetFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetFeaturesResponse:
+        async def handle(identity: Identity, record: CallRecord) -> pb.GetFeaturesResponse:
+            remaining = context.time_remaining()
+            return await self.reader.get_features(request, identity, record, remaining)
+
+        return await self._call("GetFeatures", context, handle)
+
+    async def ListFeatures(
+        self, request: pb.ListFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListFeaturesResponse:
+        async def handle(identity: Identity, record: CallRecord) -> pb.ListFeaturesResponse:
+            record.principal = identity.principal
+            return self.reader.list_features(request, identity)
+
+        return await self._call("ListFeatures", context, handle)
+
+    async def _call(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        handle: Callable[[Identity, CallRecord], Awaitable[Response]],
+    ) -> Response:
+        start = time.perf_counter()
+        record = CallRecord()
+        identity: Identity | None = None
+        code = grpc.StatusCode.OK
+        request_id = _request_id(context.invocation_metadata())
+        failure: tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None = None
+        try:
+            identity = self._identify(context)
+            return await handle(identity, record)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            failure = status_of(exc, request_id)
+            code = failure[0]
+            if not is_expected(exc):
+                log.error(
+                    "call failed",
+                    exc_info=exc,
+                    extra={"method": method, "request_id": request_id},
+                )
+        finally:
+            outcome = CallOutcome(
+                method,
+                code,
+                time.perf_counter() - start,
+                request_id,
+                record,
+                identity,
+            )
+            for observer in self.observers:
+                observer(outcome)
+        # Outside the try: abort() raises to end the call.
+        assert failure is not None
+        code, message, trailing = failure
+        if trailing:
+            context.set_trailing_metadata(trailing)
+        await context.abort(code, message)
+        raise AssertionError("context.abort returned")  # it always raises

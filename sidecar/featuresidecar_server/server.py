@@ -1,0 +1,92 @@
+"""The gRPC server: FeatureService, health, reflection, listeners (TCP, unix, TLS)."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
+
+from .grpc_service import SERVICE, FeatureServicer
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ListenError(RuntimeError):
+    pass
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ListenError(f"{what} {path}: {exc.strerror}") from None
+
+
+def tls_credentials(
+    cert: str | None, key: str | None, client_ca: str | None
+) -> grpc.ServerCredentials | None:
+    if not cert or not key:
+        return None
+    pair = (_read(key, "--tls-key"), _read(cert, "--tls-cert"))
+    if client_ca:
+        return grpc.ssl_server_credentials(
+            [pair], root_certificates=_read(client_ca, "--tls-client-ca"), require_client_auth=True
+        )
+    return grpc.ssl_server_credentials([pair])
+
+
+def build_server(
+    servicer: FeatureServicer,
+    health_servicer: health.aio.HealthServicer,
+    *,
+    listen: list[str],
+    reflection_on: bool = True,
+    credentials: grpc.ServerCredentials | None = None,
+    reuse_port: bool = True,
+) -> tuple[grpc.aio.Server, list[str]]:
+    """The server with every listener bound; returns it and the bound addresses."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    pb_grpc.add_FeatureServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if reflection_on:
+        names = (
+            SERVICE,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+    bound = []
+    for address in listen:
+        if address.startswith("unix:"):
+            path = address[len("unix:") :].removeprefix("//")
+            directory = os.path.dirname(path) or "."
+            if not os.path.isdir(directory):
+                raise ListenError(f"--listen {address}: directory {directory} does not exist")
+            if os.path.exists(path):
+                os.unlink(path)  # a socket left by an earlier run
+            port = server.add_insecure_port(address)
+            bound.append(address)
+            continue
+        try:
+            if credentials is not None:
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ListenError(f"--listen {address}: cannot bind ({exc})") from None
+        if port == 0:
+            raise ListenError(f"--listen {address}: cannot bind")
+        host = address.rpartition(":")[0]
+        bound.append(f"{host}:{port}")
+    return server, bound

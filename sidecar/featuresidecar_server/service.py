@@ -1,0 +1,286 @@
+"""The request path of GetFeatures and ListFeatures, free of gRPC.
+
+validate -> decide (cached per caller and feature set) -> one Redis round trip -> decode ->
+serving rules -> response. The gRPC layer passes in the verified identity and converts errors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from featuresidecar.v1 import feature_service_pb2 as pb
+
+from .access import Identity
+from .codec import Column, decode_column, decode_timestamp
+from .errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
+from .layout import entity_keys
+from .ratelimit import RateLimiter
+from .response import column_message
+from .rules import apply_default, apply_freshness, apply_mask, denied_column
+from .snapshot import ActivePolicy, Prepared, Snapshot
+from .store import Reply
+
+
+@dataclass
+class CallRecord:
+    """What one call did, for the decision log and metrics."""
+
+    principal: str = ""
+    roles: tuple[str, ...] = ()
+    revision: int = 0
+    entities: int = 0
+    features: int = 0
+    allowed: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
+    entity_values: dict[str, list[Any]] = field(default_factory=dict)
+    # Per view: per-status counts and event timestamps of served values.
+    columns: list[tuple[str, Column]] = field(default_factory=list)
+    rate_limited: bool = False
+    now_ns: int = 0
+
+
+class FeatureReader:
+    def __init__(
+        self,
+        active: ActivePolicy,
+        store: Any,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.active = active
+        self.store = store
+        self.clock_ns = clock_ns
+        self.limiter = limiter or RateLimiter(time.monotonic)
+
+    def snapshot(self) -> Snapshot:
+        snapshot = self.active.current
+        if snapshot is None:
+            raise Unavailable("no policy bundle is active yet; the sidecar is starting")
+        return snapshot
+
+    async def get_features(
+        self,
+        request: pb.GetFeaturesRequest,
+        identity: Identity,
+        record: CallRecord,
+        timeout: float | None = None,
+    ) -> pb.GetFeaturesResponse:
+        """The response; `timeout` is what is left of the caller's deadline, if it set one."""
+        snapshot = self.snapshot()
+        record.principal = identity.principal
+        record.revision = snapshot.revision
+        refs = _requested(request, snapshot)
+        entities, rows = _entities(request.entities, snapshot)
+        record.entities = rows
+        record.features = len(refs)
+        record.entity_values = entities
+        prepared = snapshot.prepare(identity, refs)
+        record.roles = prepared.roles
+        self._check_access(prepared, identity, request.allow_partial, rows, record)
+        _check_join_keys(prepared, entities)
+
+        replies: list[Reply] = []
+        plan = prepared.plan
+        if rows and plan.slots:
+            commands: list[tuple[bytes, Sequence[bytes]]] = []
+            for group in plan.groups:
+                fields = group.fields
+                commands.extend(
+                    (key, fields) for key in entity_keys(group, entities, rows, snapshot.project)
+                )
+            replies = await self.store.hmget_many(commands, timeout=timeout)
+        now = self.clock_ns()
+        record.now_ns = now
+
+        response = pb.GetFeaturesResponse(policy_revision=snapshot.revision, row_count=rows)
+        response.feature_names.extend(refs)
+        timestamps: dict[tuple[int, int], np.ndarray] = {}
+        for feature, decision, slot_index in zip(
+            prepared.features, prepared.decisions, prepared.slot_of, strict=True
+        ):
+            if slot_index < 0:
+                column = denied_column(feature.kind, rows)
+            else:
+                slot = plan.slots[slot_index]
+                base = slot.group * rows
+                group_replies = replies[base : base + rows]
+                raws = [reply[slot.field] for reply in group_replies]
+                ts_key = (slot.group, slot.ts_field)
+                ts = timestamps.get(ts_key)
+                if ts is None:
+                    ts = timestamps[ts_key] = _timestamps(group_replies, slot.ts_field)
+                column = decode_column(raws, feature.kind)
+                apply_freshness(column, ts, now, decision.max_age_ns)
+                if decision.mask is not None:
+                    column = apply_mask(column, decision.mask, snapshot.mask_key)
+                    record.masked.append(feature.ref)
+                elif decision.has_default:
+                    column = apply_default(column, decision.default)
+                record.allowed.append(feature.ref)
+            record.columns.append((feature.view, column))
+            response.columns.append(column_message(column))
+        return response
+
+    def _check_access(
+        self,
+        prepared: Prepared,
+        identity: Identity,
+        allow_partial: bool,
+        rows: int,
+        record: CallRecord,
+    ) -> None:
+        record.denied = list(prepared.denied)
+        if prepared.denied and not allow_partial:
+            if not prepared.roles:
+                raise PermissionDenied(
+                    f"principal {identity.principal!r} holds no role in this policy and may not "
+                    f"read: {', '.join(prepared.denied)}"
+                )
+            raise PermissionDenied(
+                f"principal {identity.principal!r} may not read: {', '.join(prepared.denied)}"
+            )
+        limits = prepared.limits
+        if limits.max_entities is not None and rows > limits.max_entities:
+            raise ResourceExhausted(
+                f"entities: {rows} rows exceed this caller's limit of {limits.max_entities} "
+                f"per request; split the batch"
+            )
+        if limits.requests_per_second is not None:
+            wait = self.limiter.acquire(
+                identity.principal, limits.requests_per_second, limits.burst
+            )
+            if wait > 0:
+                record.rate_limited = True
+                wait_ms = max(1, int(wait * 1000 + 0.999))
+                raise ResourceExhausted(
+                    f"principal {identity.principal!r} is over its limit of "
+                    f"{limits.requests_per_second:g} requests per second; retry in {wait_ms} ms",
+                    metadata=(("retry-after-ms", str(wait_ms)),),
+                )
+
+    def list_features(
+        self, request: pb.ListFeaturesRequest, identity: Identity
+    ) -> pb.ListFeaturesResponse:
+        snapshot = self.snapshot()
+        catalog = snapshot.catalog
+        access = snapshot.access
+        roles = access.roles_of(identity)
+        if request.view and request.view not in catalog.views:
+            raise NotFound(f"view: unknown feature view {request.view!r}")
+        response = pb.ListFeaturesResponse(policy_revision=snapshot.revision)
+        readable: set[str] = set()
+        for ref, feature in catalog.features.items():
+            if not access.decide(roles, ref).allowed:
+                continue
+            readable.add(ref)
+            if request.view and feature.view != request.view:
+                continue
+            if request.tag and request.tag not in feature.tags:
+                continue
+            info = catalog.views[feature.view]
+            response.features.add(
+                ref=ref,
+                view=feature.view,
+                name=feature.name,
+                type=feature.kind.number,
+                description=feature.description,
+                owner=feature.owner,
+                tags=feature.tags,
+                entities=info.view.entities,
+                join_keys=[name for name, _ in info.join_keys],
+                max_age_seconds=int(info.view.max_age or 0),
+                dim=feature.dim,
+            )
+        for name, refs in catalog.services.items():
+            if refs and all(ref in readable for ref in refs):
+                response.feature_services.add(
+                    name=name, description=catalog.service_descriptions[name], features=refs
+                )
+        for entity in catalog.entities.values():
+            message = response.entities.add(name=entity.name, description=entity.description)
+            for key in entity.join_keys:
+                message.join_keys.add(name=key.name, type=key.kind.number)
+        return response
+
+
+def _requested(request: pb.GetFeaturesRequest, snapshot: Snapshot) -> tuple[str, ...]:
+    if request.feature_service:
+        if request.features:
+            raise InvalidArgument(
+                "features and feature_service are exclusive: set one of them, not both"
+            )
+        return snapshot.catalog.service(request.feature_service)
+    if not request.features:
+        raise InvalidArgument("features: name at least one feature, or set feature_service")
+    return tuple(request.features)
+
+
+def _entities(
+    columns: Mapping[str, pb.EntityColumn], snapshot: Snapshot
+) -> tuple[dict[str, list[Any]], int]:
+    """Entity columns as Python lists, checked against the catalog's join keys."""
+    out: dict[str, list[Any]] = {}
+    rows = -1
+    first = ""
+    known = snapshot.catalog.join_keys
+    for name in sorted(columns):
+        column = columns[name]
+        kind = known.get(name)
+        if kind is None:
+            raise InvalidArgument(
+                f"entities.{name}: unknown join key (the catalog has: {', '.join(sorted(known))})"
+            )
+        which = column.WhichOneof("values")
+        if which is None:
+            raise InvalidArgument(f"entities.{name}: no values; set int64_values or string_values")
+        expected = "string_values" if kind.element in ("string", "bytes") else "int64_values"
+        if which != expected:
+            wanted = "string" if expected == "string_values" else "int64"
+            given = "string" if which == "string_values" else "int64"
+            raise InvalidArgument(
+                f"entities.{name}: join key {name!r} takes {wanted} values, "
+                f"but the request carries {given} values"
+            )
+        values = list(getattr(column, which).values)
+        if rows < 0:
+            rows, first = len(values), name
+        elif len(values) != rows:
+            raise InvalidArgument(
+                f"entities.{name}: has {len(values)} values but entities.{first} has {rows}; "
+                f"every join key needs one value per row"
+            )
+        if kind.element == "int32":
+            for i, value in enumerate(values):
+                if not -(2**31) <= value < 2**31:
+                    raise InvalidArgument(
+                        f"entities.{name}[{i}]: {value} is out of range for int32"
+                    )
+        out[name] = values
+    return out, max(rows, 0)
+
+
+def _check_join_keys(prepared: Prepared, entities: Mapping[str, Any]) -> None:
+    for name, (_, view) in prepared.join_keys.items():
+        if name not in entities:
+            raise InvalidArgument(
+                f"entities: missing join key {name!r}, needed by feature view {view!r}"
+            )
+
+
+def _timestamps(replies: Sequence[Reply], index: int) -> np.ndarray:
+    out = np.zeros(len(replies), dtype=np.int64)
+    for row, reply in enumerate(replies):
+        raw = reply[index]
+        if raw:
+            try:
+                out[row] = decode_timestamp(raw)
+            except ValueError:
+                out[row] = 0
+    return out

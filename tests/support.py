@@ -1,0 +1,189 @@
+"""Test helpers: real Redis processes, a real sidecar in a thread, request builders, decoders."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import redis
+
+from featuresidecar.v1 import feature_service_pb2 as pb
+from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
+from featuresidecar_server import app
+from featuresidecar_server.grpc_service import Observer
+from featuresidecar_server.settings import SERVE_OPTIONS, ServeSettings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FEAST_DUMP = FIXTURES / "feast" / "redis_dump.jsonl"
+FEAST_POLICY = FIXTURES / "feast" / "policy.yaml"
+
+_DTYPES = {3: "<i4", 4: "<i8", 5: "<f8", 6: "<f4", 7: "u1", 8: "<i8"}
+_LIST_BASE = 10
+
+
+def load_dump(url: str, path: Path = FEAST_DUMP) -> None:
+    """Writes a JSONL dump of hashes (hex keys, fields, values) into Redis."""
+    client = redis.Redis.from_url(url)
+    try:
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            client.hset(
+                bytes.fromhex(entry["key"]),
+                mapping={bytes.fromhex(k): bytes.fromhex(v) for k, v in entry["fields"].items()},
+            )
+    finally:
+        client.close()
+
+
+def settings(**overrides: Any) -> ServeSettings:
+    values = {option.dest: option.default for option in SERVE_OPTIONS}
+    values.update(
+        allow_unsigned=True,
+        bundle_poll_interval=0.2,
+        redis_health_interval=0.2,
+        grace_period=1.0,
+        reflection=True,
+    )
+    values.update(overrides)
+    return ServeSettings.from_values(values)
+
+
+class SidecarThread:
+    """A real sidecar (gRPC server, Redis client, bundle sync) on its own event loop thread."""
+
+    def __init__(self, config: ServeSettings, observers: Sequence[Observer] = ()) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sidecar: app.Sidecar = self.call(self._build, list(observers))
+        self.call(self.sidecar.start)
+
+    async def _build(self, observers: list[Observer]) -> app.Sidecar:
+        return app.build(self.config, observers)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(_as_coroutine(fn, *args), self.loop)
+        return future.result(timeout=30)
+
+    @property
+    def address(self) -> str:
+        return self.sidecar.addresses[0]
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sidecar.readiness.serving:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"sidecar not ready: {self.sidecar.activator.status.as_dict()}")
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.01)
+        raise AssertionError("condition not reached in time")
+
+    def stop(self, grace: float = 0.5) -> None:
+        try:
+            self.call(self.sidecar.stop, grace)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+
+
+async def _as_coroutine(fn: Callable[..., Any], *args: Any) -> Any:
+    result = fn(*args)
+    if asyncio.iscoroutine(result):
+        return await result
+    return result
+
+
+def stub(address: str) -> tuple[grpc.Channel, pb_grpc.FeatureServiceStub]:
+    channel = grpc.insecure_channel(address)
+    return channel, pb_grpc.FeatureServiceStub(channel)
+
+
+def request(
+    features: Sequence[str] = (),
+    entities: Mapping[str, Sequence[int] | Sequence[str]] | None = None,
+    *,
+    service: str = "",
+    allow_partial: bool = False,
+) -> pb.GetFeaturesRequest:
+    message = pb.GetFeaturesRequest(
+        features=list(features), feature_service=service, allow_partial=allow_partial
+    )
+    for name, values in (entities or {}).items():
+        column = message.entities[name]
+        if values and isinstance(values[0], str):
+            column.string_values.values.extend(values)  # type: ignore[arg-type]
+        else:
+            column.int64_values.values.extend(values)  # type: ignore[arg-type]
+    return message
+
+
+def column_values(column: pb.FeatureColumn) -> list[Any]:
+    """Python values per row, read straight off the wire format (None where no value)."""
+    statuses = list(column.statuses)
+    rows = len(statuses)
+    holds = [
+        s == pb.PRESENT
+        or (column.has_default and s in (pb.NOT_FOUND, pb.STALE))
+        or (column.mask == pb.MASK_HASH and s == pb.MASKED)
+        for s in statuses
+    ]
+    number = int(column.type)
+    is_list = number > _LIST_BASE
+    element = number - _LIST_BASE if is_list else number
+    if element in _DTYPES:
+        elements: list[Any] = np.frombuffer(column.data, dtype=_DTYPES[element]).tolist()
+        if element == 7:
+            elements = [bool(v) for v in elements]
+    elif element == 2:
+        elements = list(column.strings)
+    else:
+        elements = list(column.binaries)
+    if is_list:
+        offsets = np.frombuffer(column.offsets, dtype="<u4").tolist()
+        assert len(offsets) == rows + 1
+        values = [elements[offsets[i] : offsets[i + 1]] for i in range(rows)]
+    else:
+        assert len(elements) == rows, (len(elements), rows)
+        values = elements
+    return [v if h else None for v, h in zip(values, holds, strict=True)]
+
+
+def statuses(column: pb.FeatureColumn) -> list[str]:
+    return [pb.FeatureStatus.Name(s) for s in column.statuses]
+
+
+def timestamps(column: pb.FeatureColumn) -> list[int]:
+    return np.frombuffer(column.event_timestamps, dtype="<i8").tolist()
+
+
+def by_name(response: pb.GetFeaturesResponse) -> dict[str, pb.FeatureColumn]:
+    return dict(zip(response.feature_names, response.columns, strict=True))
+
+
+def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details() or ""
+    raise AssertionError("the call succeeded")
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

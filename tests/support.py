@@ -187,3 +187,97 @@ def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+EXAMPLE_POLICY = FIXTURES / "example" / "policy.yaml"
+
+
+def put_entity(
+    url: str,
+    policy_path: Path,
+    view: str,
+    entity: Mapping[str, int | str],
+    values: Mapping[str, Any],
+    event_ns: int | None,
+) -> None:
+    """Writes one entity's feature values the way Feast lays them out (None -> null value)."""
+    from featuresidecar_server.catalog import Catalog
+    from featuresidecar_server.codec import encode_timestamp, encode_value
+    from featuresidecar_server.entity_key import redis_key
+    from featuresidecar_server.layout import field_of, ts_field_of
+    from featuresidecar_server.policy_yaml import load_policy_file
+
+    catalog = Catalog(load_policy_file(str(policy_path)))
+    info = catalog.views[view]
+    key = redis_key(info.join_keys, [entity[name] for name, _ in info.join_keys], catalog.project)
+    mapping: dict[bytes, bytes] = {}
+    for name, value in values.items():
+        feature = catalog.features[f"{view}:{name}"]
+        mapping[field_of(feature.ref)] = encode_value(value, feature.kind)
+    if event_ns is not None:
+        mapping[ts_field_of(view)] = encode_timestamp(event_ns)
+    client = redis.Redis.from_url(url)
+    try:
+        client.hset(key, mapping=mapping)  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+class TokenIssuer:
+    """A signing key, its JWKS file, and tokens signed with it."""
+
+    ISSUER = "https://issuer.test"
+    AUDIENCE = "feature-sidecar"
+
+    def __init__(self, directory: Path, alg: str = "RS256", kid: str = "test-key") -> None:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+        self.alg = alg
+        self.kid = kid
+        if alg == "RS256":
+            self.private: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        elif alg == "ES256":
+            self.private = ec.generate_private_key(ec.SECP256R1())
+        else:
+            self.private = ed25519.Ed25519PrivateKey.generate()
+        algorithm = jwt.get_algorithm_by_name(alg)
+        public_jwk = json.loads(algorithm.to_jwk(self.private.public_key()))
+        public_jwk.update(kid=kid, use="sig", alg=alg)
+        self.jwks_path = directory / f"jwks-{kid}.json"
+        self.jwks_path.write_text(json.dumps({"keys": [public_jwk]}))
+
+    def token(
+        self,
+        sub: str,
+        groups: Sequence[str] = (),
+        *,
+        ttl: float = 300.0,
+        now: float | None = None,
+        **claims: Any,
+    ) -> str:
+        import jwt
+
+        issued = time.time() if now is None else now
+        payload: dict[str, Any] = {
+            "sub": sub,
+            "iss": self.ISSUER,
+            "aud": self.AUDIENCE,
+            "iat": int(issued),
+            "exp": int(issued + ttl),
+        }
+        if groups:
+            payload["groups"] = list(groups)
+        payload.update(claims)
+        return jwt.encode(payload, self.private, algorithm=self.alg, headers={"kid": self.kid})
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "jwt_jwks": str(self.jwks_path),
+            "jwt_issuer": self.ISSUER,
+            "jwt_audience": self.AUDIENCE,
+        }
+
+
+def bearer(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]

@@ -281,6 +281,14 @@ def _int_element(value: int, element: str) -> Any:
     raise DecodeError(f"integer element in a {element} list")
 
 
+def _stored_name(number: int) -> str:
+    if number in _ELEMENT_OF_FIELD:
+        return _ELEMENT_OF_FIELD[number]
+    if number - 10 in _ELEMENT_OF_FIELD:
+        return f"{_ELEMENT_OF_FIELD[number - 10]}_list"
+    return f"field {number}"
+
+
 def _seconds_to_ns(seconds: int) -> int:
     ns = seconds * _TIMESTAMP_SCALE
     if not _NULL_TIMESTAMP < ns < 2**63:
@@ -295,8 +303,7 @@ def decode_value(raw: bytes, kind: ValueKind) -> Any:
         return None
     if kind.is_list:
         if number != kind.number or wire != _LEN:
-            stored = _ELEMENT_OF_FIELD.get(number - 10, f"field {number}")
-            raise DecodeError(f"stored {stored} value where {kind.name} is declared")
+            raise DecodeError(f"stored {_stored_name(number)} value where {kind.name} is declared")
         return _list(payload, kind.element)
     return _scalar(number, wire, payload, kind.element)
 

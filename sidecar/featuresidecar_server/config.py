@@ -135,8 +135,10 @@ def convert(option: Option, raw: Any, where: str) -> Any:
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        detail = f" ({exc})" if str(exc) else ""
-        raise ConfigError(f"{where}: {raw!r} is not a valid {kind}{detail}") from None
+        # Only duration errors explain themselves; int() and float() messages are noise.
+        detail = f" ({exc})" if kind == "duration" and str(exc) else ""
+        noun = {"int": "integer", "float": "number"}.get(kind, kind)
+        raise ConfigError(f"{where}: {raw!r} is not a valid {noun}{detail}") from None
 
 
 def _number_or_text(raw: Any) -> Any:

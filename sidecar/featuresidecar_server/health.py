@@ -28,6 +28,7 @@ class Readiness:
         self.listeners: list[Callable[[bool], None]] = []
         self._published: bool | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def serving(self) -> bool:
@@ -58,6 +59,17 @@ class Readiness:
         self.publish()
 
     def publish(self) -> None:
+        """Pushes a change to the health service; callable from any thread."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None or (self._loop is not None and running is not self._loop):
+            # Bundle activation runs in a worker thread; the health service lives on the loop.
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.publish)
+            return
+        self._loop = running
         serving = self.serving
         if serving == self._published:
             return
@@ -67,12 +79,8 @@ class Readiness:
         if self.servicer is None:
             return
         status = _SERVING if serving else _NOT_SERVING
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
         for name in ("", SERVICE_NAME):
-            task = loop.create_task(self.servicer.set(name, status))
+            task = running.create_task(self.servicer.set(name, status))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

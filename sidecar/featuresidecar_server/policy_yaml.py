@@ -40,6 +40,13 @@ class PolicyError(ValueError):
     """The policy source is not valid; the message names where and why."""
 
 
+class _YamlIssue(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
 # --- YAML with line numbers -------------------------------------------------------------------
 
 
@@ -65,9 +72,9 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if not isinstance(key, str):
-            raise PolicyError(f"line {line}: keys must be strings, got {key!r}")
+            raise _YamlIssue(line, f"keys must be strings, got {key!r}")
         if key in result:
-            raise PolicyError(f"line {line}: duplicate key {key!r}")
+            raise _YamlIssue(line, f"duplicate key {key!r}")
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = line
     return result
@@ -216,8 +223,8 @@ def load_policy_file(path: str) -> Policy:
 def parse_policy(text: str, source: str = "policy") -> Policy:
     try:
         document = yaml.load(text, Loader=_Loader)
-    except PolicyError as exc:
-        raise PolicyError(f"{source}: {exc}") from None
+    except _YamlIssue as exc:
+        raise PolicyError(f"{source}:{exc.line}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

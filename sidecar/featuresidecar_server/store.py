@@ -92,8 +92,11 @@ class RedisStore:
                         pipe.hmget(key, fields)
                     replies: list[Reply] = await pipe.execute()
         except BaseException as exc:
-            self._failed(exc, start)
-            raise self._convert(exc) from exc
+            caller_deadline = limit < self.timeout and _kind(exc) == "timeout"
+            if not caller_deadline:
+                # The caller's own short deadline says nothing about Redis's health.
+                self._failed(exc, start)
+            raise self._convert(exc, caller_deadline=caller_deadline) from exc
         self._notify(True, "", start)
         return replies
 
@@ -121,10 +124,12 @@ class RedisStore:
         if self._listener is not None:
             self._listener(ok, kind, time.perf_counter() - start)
 
-    def _convert(self, exc: BaseException) -> BaseException:
+    def _convert(self, exc: BaseException, caller_deadline: bool = False) -> BaseException:
         if isinstance(exc, asyncio.CancelledError):
             return exc
         kind = _kind(exc)
+        if kind == "timeout" and caller_deadline:
+            return DeadlineExceeded("the call's deadline passed while waiting for Redis")
         if kind == "timeout":
             return Unavailable(f"Redis did not answer within {self.timeout * 1000:.0f} ms")
         if kind == "connection":

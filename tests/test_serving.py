@@ -1,0 +1,219 @@
+"""GetFeatures and ListFeatures end to end: real Redis, real gRPC, the example policy."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from support import (
+    EXAMPLE_POLICY,
+    TokenIssuer,
+    bearer,
+    by_name,
+    code_of,
+    column_values,
+    put_entity,
+    request,
+    statuses,
+    stub,
+    timestamps,
+)
+
+from featuresidecar.v1 import feature_service_pb2 as pb
+
+HOUR = 3600 * 10**9
+RANKER = "spiffe://cluster.local/ns/ml/sa/ranker"
+EMBEDDING = [0.5, -0.25] * 16
+
+
+@pytest.fixture
+def world(redis_server: Any, sidecar_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    now = time.time_ns()
+    url = redis_server.url
+    put_entity(url, EXAMPLE_POLICY, "user_profile", {"user_id": 1},
+               {"age": 34, "country": "DE", "email": "a@example.com", "embedding": EMBEDDING},
+               now - HOUR)
+    put_entity(url, EXAMPLE_POLICY, "user_profile", {"user_id": 2},
+               {"age": None, "country": "FR", "email": "a@example.com", "embedding": None},
+               now - HOUR)
+    put_entity(url, EXAMPLE_POLICY, "user_profile", {"user_id": 4},
+               {"age": 51, "country": "PL", "email": "d@example.com", "embedding": EMBEDDING},
+               now - 8 * 24 * HOUR)
+    put_entity(url, EXAMPLE_POLICY, "user_stats", {"user_id": 1},
+               {"ctr_7d": 0.25, "orders_30d": 7, "is_premium": True}, now - HOUR)
+    put_entity(url, EXAMPLE_POLICY, "user_stats", {"user_id": 2},
+               {"ctr_7d": 0.5, "orders_30d": 3, "is_premium": False}, now - 10 * HOUR)
+    put_entity(url, EXAMPLE_POLICY, "user_item", {"user_id": 1, "item_id": "i1"},
+               {"affinity": 0.75}, now - HOUR // 6)
+    put_entity(url, EXAMPLE_POLICY, "user_item", {"user_id": 2, "item_id": "i2"},
+               {"affinity": 0.125}, now - 2 * HOUR)
+    issuer = TokenIssuer(tmp_path)
+    sidecar = sidecar_factory(
+        redis=url,
+        bundle=str(EXAMPLE_POLICY),
+        listen=[f"unix:{tmp_path}/s.sock"],
+        **issuer.settings(),
+    )
+    _, client = stub(sidecar.address)
+    return {"client": client, "issuer": issuer, "now": now, "sidecar": sidecar, "url": url}
+
+
+def _as(world: dict[str, Any], principal: str, groups: tuple[str, ...] = ()) -> list[Any]:
+    return bearer(world["issuer"].token(principal, groups))
+
+
+def _get(world: dict[str, Any], who: list[Any], message: pb.GetFeaturesRequest) -> Any:
+    return world["client"].GetFeatures(message, metadata=who, timeout=10)
+
+
+def test_feature_service_returns_every_status_and_the_rules(world: dict[str, Any]) -> None:
+    response = _get(
+        world,
+        _as(world, RANKER),
+        request(service="ranking_v3", entities={"user_id": [1, 2, 3, 4], "item_id": ["i1", "i2", "i3", "i4"]}),
+    )
+    assert list(response.feature_names) == [
+        "user_profile:age",
+        "user_profile:embedding",
+        "user_stats:ctr_7d",
+        "user_stats:orders_30d",
+        "user_stats:is_premium",
+        "user_item:affinity",
+    ]
+    assert response.row_count == 4
+    assert response.policy_revision == 0
+    cols = by_name(response)
+    age = cols["user_profile:age"]
+    assert column_values(age) == [34, None, None, None]
+    assert statuses(age) == ["PRESENT", "NULL_VALUE", "NOT_FOUND", "STALE"]
+    assert age.type == pb.INT64
+    embedding = cols["user_profile:embedding"]
+    assert column_values(embedding) == [EMBEDDING, None, None, None]
+    assert statuses(embedding) == ["PRESENT", "NULL_VALUE", "NOT_FOUND", "STALE"]
+    # user_stats: rule max_age 6h and default 0 (false for the bool); user 2 is 10 h old.
+    ctr = cols["user_stats:ctr_7d"]
+    assert statuses(ctr) == ["PRESENT", "STALE", "NOT_FOUND", "NOT_FOUND"]
+    assert column_values(ctr) == [0.25, 0.0, 0.0, 0.0]
+    assert ctr.has_default
+    assert column_values(cols["user_stats:orders_30d"]) == [7, 0, 0, 0]
+    assert column_values(cols["user_stats:is_premium"]) == [True, False, False, False]
+    affinity = cols["user_item:affinity"]
+    assert statuses(affinity) == ["PRESENT", "STALE", "NOT_FOUND", "NOT_FOUND"]
+    assert column_values(affinity) == [0.75, None, None, None]
+    assert not affinity.has_default
+    stamps = timestamps(age)
+    assert stamps[0] == world["now"] - HOUR
+    assert stamps[2] == 0
+
+
+def test_features_come_back_in_request_order(world: dict[str, Any]) -> None:
+    response = _get(
+        world,
+        _as(world, "x", ("data-science",)),
+        request(["user_stats:orders_30d", "user_profile:country", "user_profile:age"], {"user_id": [2, 1]}),
+    )
+    assert list(response.feature_names) == [
+        "user_stats:orders_30d",
+        "user_profile:country",
+        "user_profile:age",
+    ]
+    assert [column_values(c) for c in response.columns] == [[0, 7], ["FR", "DE"], [None, 34]]
+
+
+def test_empty_batch_is_an_empty_answer(world: dict[str, Any]) -> None:
+    response = _get(world, _as(world, RANKER), request(["user_profile:age"], {"user_id": []}))
+    assert response.row_count == 0
+    assert column_values(response.columns[0]) == []
+    assert response.columns[0].statuses == b""
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "details"),
+    [
+        (request(["user_profile:agee"], {"user_id": [1]}), grpc.StatusCode.NOT_FOUND,
+         "features[0]: view 'user_profile' has no feature 'agee'"),
+        (request(["user_profil:age"], {"user_id": [1]}), grpc.StatusCode.NOT_FOUND,
+         "features[0]: unknown feature view 'user_profil' in 'user_profil:age'"),
+        (request(service="ranking_v9", entities={"user_id": [1]}), grpc.StatusCode.NOT_FOUND,
+         "feature_service: unknown feature service 'ranking_v9'"),
+        (request(["user_profile"], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
+         "features[0]: 'user_profile' is not a feature reference of the form 'view:feature'"),
+        (request(["user_profile:age:x"], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
+         "features[0]: 'user_profile:age:x' is not a feature reference of the form 'view:feature'"),
+        (request(["user_profile:age", "user_profile:age"], {"user_id": [1]}),
+         grpc.StatusCode.INVALID_ARGUMENT, "features[1]: 'user_profile:age' is requested twice"),
+        (request([], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
+         "features: name at least one feature, or set feature_service"),
+        (request(["user_profile:age"], {"user_id": [1]}, service="ranking_v3"),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "features and feature_service are exclusive: set one of them, not both"),
+        (request(["user_item:affinity"], {"user_id": [1, 2], "item_id": ["a"]}),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "entities.user_id: has 2 values but entities.item_id has 1; every join key needs one "
+         "value per row"),
+        (request(["user_profile:age"], {"user_id": ["1"]}), grpc.StatusCode.INVALID_ARGUMENT,
+         "entities.user_id: join key 'user_id' takes int64 values, but the request carries string "
+         "values"),
+        (request(["user_item:affinity"], {"user_id": [1], "item_id": [5]}),
+         grpc.StatusCode.INVALID_ARGUMENT,
+         "entities.item_id: join key 'item_id' takes string values, but the request carries int64 "
+         "values"),
+        (request(["user_item:affinity"], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
+         "entities: missing join key 'item_id', needed by feature view 'user_item'"),
+        (request(["user_profile:age"], {}), grpc.StatusCode.INVALID_ARGUMENT,
+         "entities: missing join key 'user_id', needed by feature view 'user_profile'"),
+        (request(["user_profile:age"], {"userid": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
+         "entities.userid: unknown join key (the catalog has: item_id, user_id)"),
+    ],
+)
+def test_bad_requests_get_the_right_code_and_one_clear_sentence(
+    world: dict[str, Any], message: pb.GetFeaturesRequest, code: grpc.StatusCode, details: str
+) -> None:
+    who = _as(world, "x", ("data-science",))
+    assert code_of(lambda: _get(world, who, message)) == (code, details)
+
+
+def test_an_entity_column_without_values_is_invalid(world: dict[str, Any]) -> None:
+    message = request(["user_profile:age"])
+    message.entities["user_id"].SetInParent()
+    assert code_of(lambda: _get(world, _as(world, RANKER), message)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "entities.user_id: no values; set int64_values or string_values",
+    )
+
+
+def test_list_features_shows_the_catalog_entries(world: dict[str, Any]) -> None:
+    response = world["client"].ListFeatures(
+        pb.ListFeaturesRequest(view="user_profile"),
+        metadata=_as(world, "x", ("data-science",)),
+        timeout=10,
+    )
+    refs = [f.ref for f in response.features]
+    assert refs == ["user_profile:age", "user_profile:country", "user_profile:embedding"]
+    age = response.features[0]
+    assert (age.view, age.name, age.type, age.description, age.owner, list(age.tags)) == (
+        "user_profile", "age", pb.INT64, "Age in whole years", "growth", ["demographic"]
+    )
+    assert list(age.entities) == ["user"]
+    assert list(age.join_keys) == ["user_id"]
+    assert age.max_age_seconds == 7 * 24 * 3600
+    assert response.features[2].dim == 32
+    assert response.features[2].type == pb.FLOAT_LIST
+    assert [(e.name, [(k.name, k.type) for k in e.join_keys]) for e in response.entities] == [
+        ("user", [("user_id", pb.INT64)]),
+        ("item", [("item_id", pb.STRING)]),
+    ]
+    tagged = world["client"].ListFeatures(
+        pb.ListFeaturesRequest(tag="demographic"),
+        metadata=_as(world, "x", ("data-science",)),
+        timeout=10,
+    )
+    assert [f.ref for f in tagged.features] == ["user_profile:age"]
+    assert code_of(
+        lambda: world["client"].ListFeatures(
+            pb.ListFeaturesRequest(view="nope"), metadata=_as(world, RANKER), timeout=10
+        )
+    ) == (grpc.StatusCode.NOT_FOUND, "view: unknown feature view 'nope'")

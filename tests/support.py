@@ -95,6 +95,8 @@ class SidecarThread:
         raise AssertionError("condition not reached in time")
 
     def stop(self, grace: float = 0.5) -> None:
+        if not self.thread.is_alive():
+            return
         try:
             self.call(self.sidecar.stop, grace)
         finally:

@@ -149,13 +149,13 @@ class Activator:
     def _activate(self, data: bytes, origin: str, persist: bool = True) -> bool:
         bundle = verify(data, self.trusted, allow_unsigned=self.allow_unsigned)
         current = self.active.current
-        if current is not None and bundle.digest == current.digest:
-            return False
         if current is not None and bundle.revision < current.revision:
             raise BundleError(
                 "rollback",
                 f"revision {bundle.revision} is lower than the active revision {current.revision}",
             )
+        if current is not None and bundle.digest == current.digest:
+            return False
         try:
             policy = parse_policy(bundle.policy_source, source=f"bundle r{bundle.revision}")
         except PolicyError as exc:

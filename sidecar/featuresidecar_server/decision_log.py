@@ -77,7 +77,10 @@ class DecisionLog:
             return  # the writer is stuck; it is a daemon thread and dies with the process
         self._thread.join(timeout)
         if self._close_stream:
-            self.stream.close()
+            try:
+                self.stream.close()
+            except OSError as exc:  # e.g. the reader of a pipe went away
+                log.warning("decision log close failed", extra={"detail": str(exc)})
 
     def _write_loop(self) -> None:
         while True:

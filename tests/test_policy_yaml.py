@@ -90,6 +90,8 @@ def test_the_example_policy_parses_completely() -> None:
          "p.yaml:12: catalog.views[1].name: view 'stats' is defined twice"),
         (("    allow:", "    description: 3\n    allow:"),
          "p.yaml:17: roles[0].description: expected a non-empty string, got int 3"),
+        (("  views:\n", "  views: []\n  old_views:\n"),
+         "p.yaml:9: catalog.old_views: unknown key (expected one of: entities, services, views)"),
         (("- name: reader", "- name: reader\n  - name: reader"),
          "p.yaml:17: roles[1].name: role 'reader' is defined twice"),
     ],
@@ -130,6 +132,13 @@ def test_policy_section_mistakes(extra: str, message: str) -> None:
     with pytest.raises(PolicyError) as error:
         parse_policy(BASE + extra, "p.yaml")
     assert str(error.value) == message
+
+
+def test_a_catalog_needs_views() -> None:
+    text = BASE[: BASE.index("  views:")] + "  views: []\n"
+    with pytest.raises(PolicyError) as error:
+        parse_policy(text, "p.yaml")
+    assert str(error.value) == "p.yaml:8: catalog.views: the catalog needs at least one view"
 
 
 def test_not_yaml_at_all() -> None:

@@ -33,6 +33,8 @@ from .valuetypes import JOIN_KEY_KINDS, KINDS, ValueKind
 SUPPORTED_VERSIONS = (1,)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+# Selector prefixes: a view of one of these names could not be selected as "view:feature".
+_RESERVED_VIEW_NAMES = ("service", "tag")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
@@ -230,6 +232,10 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(f"{source}{line}: not valid YAML: {problem}") from None
+    except RecursionError:
+        # PyYAML composes recursively; a hostile file must not crash the caller (e.g. the
+        # bundle sync task), which only expects PolicyError.
+        raise PolicyError(f"{source}: not valid YAML: nested too deeply") from None
     root = _Node(document, "", 1, source)
     return _Parser(root).policy()
 
@@ -285,6 +291,8 @@ class _Parser:
             if entity.name in entities:
                 item.child("name").fail(f"entity {entity.name!r} is defined twice")
             entities[entity.name] = entity
+        if not entities:
+            node.child("entities").fail("the catalog needs at least one entity")
         views: dict[str, View] = {}
         for item in node.child("views").items(allow_missing=False):
             view = self.view(item, entities)
@@ -292,6 +300,8 @@ class _Parser:
                 item.child("name").fail(f"view {view.name!r} is defined twice")
             views[view.name] = view
             self.features.extend(view.features)
+        if not views:
+            node.child("views").fail("the catalog needs at least one view")
         services: dict[str, FeatureServiceDef] = {}
         for item in node.child("services").items():
             service = self.service(item)
@@ -331,6 +341,11 @@ class _Parser:
     def view(self, node: _Node, entities: dict[str, Entity]) -> View:
         node.mapping(("name", "entities", "features"), ("max_age", "description", "owner", "tags"))
         name = node.child("name").name()
+        if name in _RESERVED_VIEW_NAMES:
+            # Selectors read "tag:x" and "service:x" as a tag or a service, never as this view.
+            node.child("name").fail(
+                f"{name!r} cannot be a view name: selectors read '{name}:...' as a {name} selector"
+            )
         entity_names = node.child("entities").strings()
         if not entity_names:
             node.child("entities").fail("a view needs at least one entity")
@@ -451,6 +466,11 @@ class _Parser:
         roles = (
             self.role_refs(roles_node, role_names, True) if roles_node.value is not None else None
         )
+        if roles == ():
+            # An empty list would make the rule match nobody, silently.
+            roles_node.fail(
+                "an empty list matches no caller; leave 'roles' out to match every role"
+            )
         mask_node = node.child("mask")
         mask = None
         if mask_node.value is not None:
@@ -487,6 +507,8 @@ class _Parser:
             burst=node.child("burst").positive_int(),
             index=index,
         )
+        if not limit.roles:
+            node.child("roles").fail("a limit needs at least one role (or '*' for every caller)")
         if limit.max_entities is None and limit.requests_per_second is None:
             node.fail("a limit must set max_entities or requests_per_second")
         if limit.burst is not None and limit.requests_per_second is None:

@@ -391,3 +391,22 @@ def test_restart_with_the_bundle_server_down_serves_the_persisted_bundle(
     response = client.GetFeatures(request(["user_profile:age"], {"user_id": [1]}), timeout=5)
     assert response.policy_revision == 4
     assert column_values(response.columns[0]) == [9]
+
+
+def test_any_one_trusted_signature_that_verifies_is_enough(keys: Any) -> None:
+    import json as _json
+
+    good = _json.loads(build(POLICY, 1, keys["b"]))
+    bad = _json.loads(build(POLICY + "# other", 1, keys["a"]))["signatures"][0]
+    good["signatures"].insert(0, bad)  # a's signature is over another payload
+    activator = _activator(keys, "a", "b")
+    assert activator.offer(_json.dumps(good).encode(), "test") is True
+    assert activator.status.active_key_id == next(iter(trusted_keys([keys["b"].public_key()])))
+
+
+def test_the_same_policy_under_a_higher_revision_moves_the_revision(keys: Any) -> None:
+    activator = _activator(keys)
+    assert activator.offer(build(POLICY, 1, keys["a"]), "test") is True
+    assert activator.offer(build(POLICY, 1, keys["a"]), "test") is False
+    assert activator.offer(build(POLICY, 2, keys["a"]), "test") is True
+    assert _revision(activator) == 2

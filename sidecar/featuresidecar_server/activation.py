@@ -154,7 +154,11 @@ class Activator:
                 "rollback",
                 f"revision {bundle.revision} is lower than the active revision {current.revision}",
             )
-        if current is not None and bundle.digest == current.digest:
+        if (
+            current is not None
+            and bundle.digest == current.digest
+            and bundle.revision == current.revision
+        ):
             return False
         try:
             policy = parse_policy(bundle.policy_source, source=f"bundle r{bundle.revision}")

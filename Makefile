@@ -2,36 +2,43 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv protos test lint typecheck demo bench bench-quick bench-peers clean
+.PHONY: help protos test lint demo bench bench-quick bench-peers clean
 
 help:
 	@echo "make demo        start Redis and the sidecar, load sample data, call it, stop everything"
 	@echo "make test        install what the tests need and run them"
+	@echo "make bench       the full benchmark (writes bench/results/latest.json)"
+	@echo "make bench-quick the benchmark in under a minute (CI runs it)"
 	@echo "make protos      regenerate the wire code from protos/"
 	@echo "make lint        ruff and mypy"
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[server,demo]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PIP) install --quiet -e '.[server,dev]'
-	touch $(STAMP)
+	touch $@
 
-venv: $(STAMP)
-
-protos: $(STAMP)
+protos: $(DEV_STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=client --pyi_out=client \
 		--grpc_python_out=client protos/featuresidecar/v1/*.proto
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check client sidecar tests bench
 	$(VENV)/bin/mypy
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/feature-sidecar demo
 
 clean:

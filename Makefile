@@ -38,6 +38,18 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check client sidecar tests bench
 	$(VENV)/bin/mypy
 
+bench: $(DEV_STAMP)
+	$(PY) bench/run.py
+
+bench-quick: $(DEV_STAMP)
+	$(PY) bench/run.py --quick
+
+# Feast goes into its own environment: it is a peer to measure, never a dependency.
+bench-peers: $(DEV_STAMP)
+	test -x bench/.peers-venv/bin/feast || { $(PYTHON) -m venv bench/.peers-venv \
+		&& bench/.peers-venv/bin/pip install --quiet 'feast[redis]'; }
+	$(PY) bench/run.py
+
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/feature-sidecar demo
 

@@ -1,0 +1,410 @@
+"""The benchmark: the sidecar against the floors (and Feast, when installed), in one run.
+
+    python bench/run.py            # full: about 5 minutes on 2 cores
+    python bench/run.py --quick    # under a minute (CI runs it so the benchmark cannot rot)
+
+Prints a Markdown table and writes bench/results/latest.json (quick: quick.json). Ratios are
+computed inside the run, so a noisy machine moves the numbers more than the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import peers  # noqa: E402
+import report  # noqa: E402
+import workload  # noqa: E402
+from floors import floor_redis  # noqa: E402
+
+from featuresidecar.v1 import feature_service_pb2 as pb  # noqa: E402
+from featuresidecar_server.devredis import LocalRedis, free_port  # noqa: E402
+
+METHOD = "/featuresidecar.v1.FeatureService/GetFeatures"
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).parent
+
+
+class Settings:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.users = 2_000 if quick else 10_000
+        self.calls = 300 if quick else 3_000
+        self.calls_s2 = 100 if quick else 600
+        self.warmup = 100 if quick else 300
+        self.s4_seconds = 3.0 if quick else 10.0
+        self.load_rows = 20_000 if quick else 100_000
+        self.workers = os.cpu_count() or 1
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.01)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def _serving(target: str) -> bool:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=0.5
+            )
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+@contextlib.contextmanager
+def sidecar(args: list[str], log: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """A real `feature-sidecar serve`; yields it and the seconds it took to be SERVING."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
+    with log.open("ab") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen([str(BIN / "feature-sidecar"), "serve", *args],
+                                   stdout=out, stderr=out, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not _serving(f"127.0.0.1:{port}"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the sidecar did not start; see {log}")
+            time.sleep(0.005)
+        yield process, time.perf_counter() - started
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def floor_server(payload: bytes, workers: int, directory: Path) -> Iterator[int]:
+    port = free_port()
+    response = directory / f"floor-{len(payload)}.bin"
+    response.write_bytes(payload)
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "floors.py"), "--port", str(port), "--workers", str(workers),
+         "--response", str(response)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(port, process)
+        time.sleep(0.2)  # every worker bound
+        yield port
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def _summary(samples: Sequence[float]) -> dict[str, float]:
+    ordered = np.sort(np.asarray(samples)) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ordered, 50)), 3),
+        "p99_ms": round(float(np.percentile(ordered, 99)), 3),
+        "mean_ms": round(float(ordered.mean()), 3),
+        "n": len(ordered),
+    }
+
+
+def latency(call: Callable[[], Any], calls: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    samples = []
+    clock = time.perf_counter
+    for _ in range(calls):
+        started = clock()
+        call()
+        samples.append(clock() - started)
+    return _summary(samples)
+
+
+def grpc_caller(port: int, request: bytes, metadata: Sequence[tuple[str, str]]) -> tuple[
+    Callable[[], bytes], grpc.Channel
+]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    method = channel.unary_unary(METHOD)  # bytes in, bytes out: no client-side protobuf work
+    return (lambda: method(request, metadata=metadata, timeout=10)), channel
+
+
+async def _throughput(port: int, request: bytes, metadata: Sequence[tuple[str, str]],
+                      seconds: float, callers: int, connections: int) -> dict[str, float]:
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                  options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(connections)
+    ]
+    methods = [c.unary_unary(METHOD) for c in channels]
+    samples: list[float] = []
+    errors = 0
+    clock = time.perf_counter
+
+    async def caller(index: int, until: float, record: bool) -> None:
+        nonlocal errors
+        method = methods[index % len(methods)]
+        while clock() < until:
+            started = clock()
+            try:
+                await method(request, metadata=metadata, timeout=10)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            if record:
+                samples.append(clock() - started)
+
+    await asyncio.gather(*(caller(i, clock() + 1.0, False) for i in range(callers)))
+    started = clock()
+    await asyncio.gather(*(caller(i, started + seconds, True) for i in range(callers)))
+    elapsed = clock() - started
+    for channel in channels:
+        await channel.close()
+    summary = _summary(samples)
+    return {"rps": round(len(samples) / elapsed, 1), "p99_ms": summary["p99_ms"],
+            "p50_ms": summary["p50_ms"], "errors": errors}
+
+
+def throughput(port: int, request: bytes, metadata: Sequence[tuple[str, str]], seconds: float,
+               callers: int = 32, connections: int = 8) -> dict[str, float]:
+    return asyncio.run(_throughput(port, request, metadata, seconds, callers, connections))
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def _request(features: Sequence[str], users: Sequence[int]) -> bytes:
+    message = pb.GetFeaturesRequest(features=list(features))
+    message.entities["user_id"].int64_values.values.extend(users)
+    return message.SerializeToString()
+
+
+def _serve_args(port: int, bundle: Path, public: Path, redis_url: str, identity: Any,
+                state: Path, workers: int, work: Path, name: str) -> list[str]:
+    return [
+        "--listen", f"127.0.0.1:{port}", "--redis", redis_url,
+        "--bundle", str(bundle), "--bundle-public-key", str(public),
+        "--state-dir", str(state), "--workers", str(workers),
+        "--metrics-listen", f"127.0.0.1:{free_port()}",
+        "--decision-log", str(work / f"{name}-decisions.jsonl"),
+        "--log-level", "warning", *identity.flags(),
+    ]
+
+
+def run(settings: Settings, out_path: Path) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    log = work / "sidecars.log"
+    results: dict[str, Any] = {"scenarios": {}, "floors": {"redis": {}, "grpc": {}}, "peers": {}}
+    scen = results["scenarios"]
+    rng = np.random.default_rng(7)
+    with LocalRedis() as redis_server:
+        small = workload.policy(views=5, features_per_view=10, roles=1)
+        large = workload.policy(views=100, features_per_view=100, roles=200)
+        workload.load(redis_server.url, small, settings.users)
+        identity = workload.Identity(work)
+        metadata = [("authorization", f"Bearer {identity.token}")]
+        small_bundle, small_pub = workload.signed_bundle(work, small, "small")
+        large_bundle, large_pub = workload.signed_bundle(work, large, "large")
+        one = [int(rng.integers(settings.users))]
+        hundred = [int(u) for u in rng.choice(settings.users, 100, replace=False)]
+        requests = {
+            "s1": _request(workload.S1_FEATURES, one),
+            "s2": _request(workload.S1_FEATURES, hundred),
+            "s3": _request(workload.S3_FEATURES, one),
+        }
+        responses: dict[str, bytes] = {}
+
+        print("- sidecar, small catalog, 1 worker: s1 s2 s3", flush=True)
+        port = free_port()
+        args = _serve_args(port, small_bundle, small_pub, redis_server.url, identity,
+                           work / "state-small-1", 1, work, "small-1")
+        with sidecar(args, log, port):
+            for name, message in requests.items():
+                call, channel = grpc_caller(port, message, metadata)
+                responses[name] = call()
+                scen[name] = latency(call, settings.calls_s2 if name == "s2" else settings.calls,
+                                     settings.warmup)
+                channel.close()
+
+        print("- floors: redis and grpc, 1 worker", flush=True)
+        for name, refs, users in (("s1", workload.S1_FEATURES, one),
+                                  ("s2", workload.S1_FEATURES, hundred),
+                                  ("s3", workload.S3_FEATURES, one)):
+            fetch = floor_redis(redis_server.url, refs)
+            results["floors"]["redis"][name] = latency(
+                lambda f=fetch, u=users: f(u),
+                settings.calls_s2 if name == "s2" else settings.calls, settings.warmup,
+            )
+            with floor_server(responses[name], 1, work) as floor_port:
+                call, channel = grpc_caller(floor_port, requests[name], metadata)
+                results["floors"]["grpc"][name] = latency(
+                    call, settings.calls_s2 if name == "s2" else settings.calls, settings.warmup
+                )
+                channel.close()
+
+        print(f"- s4: 32 callers, {settings.workers} workers, sidecar then floor", flush=True)
+        port = free_port()
+        args = _serve_args(port, small_bundle, small_pub, redis_server.url, identity,
+                           work / "state-small-n", settings.workers, work, "small-n")
+        with sidecar(args, log, port):
+            scen["s4"] = throughput(port, requests["s1"], metadata, settings.s4_seconds)
+        with floor_server(responses["s1"], settings.workers, work) as floor_port:
+            results["floors"]["grpc"]["s4"] = throughput(
+                floor_port, requests["s1"], metadata, settings.s4_seconds
+            )
+
+        print("- s5: large catalog (10,000 features, 200 roles), 1 worker", flush=True)
+        port = free_port()
+        args = _serve_args(port, large_bundle, large_pub, redis_server.url, identity,
+                           work / "state-large-1", 1, work, "large-1")
+        with sidecar(args, log, port):
+            call, channel = grpc_caller(port, requests["s1"], metadata)
+            scen["s5"] = latency(call, settings.calls, settings.warmup)
+            channel.close()
+
+        print(f"- rss after s4 with the large catalog, {settings.workers} workers", flush=True)
+        port = free_port()
+        state = work / "state-large-n"
+        args = _serve_args(port, large_bundle, large_pub, redis_server.url, identity, state,
+                           settings.workers, work, "large-n")
+        with sidecar(args, log, port) as (process, _):
+            throughput(port, requests["s1"], metadata, settings.s4_seconds)
+            workers = _children(process.pid) if settings.workers > 1 else [process.pid]
+            per_worker = [round(_rss_mib(pid), 1) for pid in workers]
+            results["rss"] = {"mib": max(per_worker), "per_worker_mib": per_worker,
+                              "supervisor_mib": round(_rss_mib(process.pid), 1)}
+
+        print("- startup with a persisted bundle (bundle server down)", flush=True)
+        startups = {}
+        for name, pub, state_dir in (("large", large_pub, state), ("small", small_pub,
+                                                                   work / "state-small-1")):
+            port = free_port()
+            down = f"http://127.0.0.1:{free_port()}/bundle.json"
+            args = [a if a != str(large_bundle) else down for a in _serve_args(
+                port, large_bundle, pub, redis_server.url, identity, state_dir, 1, work,
+                f"startup-{name}")]
+            with sidecar(args, log, port) as (_, seconds):
+                startups[name] = round(seconds, 3)
+        results["startup"] = {"s": startups["large"], "s_small_catalog": startups["small"]}
+
+        print(f"- load: {settings.load_rows:,} entities x 10 features", flush=True)
+        results["load"] = load_benchmark(redis_server.url, small, settings.load_rows, work)
+
+        if peers.available():
+            print("- peer: Feast feature server", flush=True)
+            results["peers"]["feast"] = peers.feast(
+                redis_server.url, settings, one, hundred, work
+            )
+
+    results["machine"] = machine(settings)
+    results["ratios"], results["targets"] = report.ratios(results)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.markdown(results))
+    print(f"\nwrote {out_path}")
+    return results
+
+
+def load_benchmark(redis_url: str, source: str, rows: int, work: Path) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as parquet
+
+    rng = np.random.default_rng(3)
+    table = {"user_id": pa.array(np.arange(1_000_000, 1_000_000 + rows, dtype=np.int64))}
+    for i in range(10):
+        table[f"f{i}"] = pa.array(rng.standard_normal(rows))
+    path = work / "load.parquet"
+    parquet.write_table(pa.table(table), path)
+    policy = work / "load-policy.yaml"
+    policy.write_text(source)
+    started = time.perf_counter()
+    subprocess.run(
+        [str(BIN / "feature-sidecar"), "load", "--redis", redis_url, "--bundle", str(policy),
+         "--view", "v0", "--from", str(path), "--quiet"],
+        check=True,
+    )
+    seconds = time.perf_counter() - started
+    return {"values_per_s": round(rows * 10 / seconds), "rows": rows, "features": 10,
+            "seconds": round(seconds, 3), "includes": "process start, reading Parquet, writing"}
+
+
+def machine(settings: Settings) -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import grpc as grpc_module
+    import redis
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "grpcio": grpc_module.__version__,
+        "redis_py": redis.__version__,
+        "platform": platform.platform(),
+        "quick": settings.quick,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (under a minute)")
+    parser.add_argument("--out", help="JSON result path")
+    args = parser.parse_args()
+    default = "quick.json" if args.quick else "latest.json"
+    out = Path(args.out) if args.out else HERE / "results" / default
+    run(Settings(args.quick), out)
+
+
+if __name__ == "__main__":
+    main()

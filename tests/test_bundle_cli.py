@@ -745,7 +745,13 @@ def test_deeply_nested_input_is_rejected_in_one_line_not_a_crash(
     policy = tmp_path / "deep.yaml"
     policy.write_text("version: 1\nproject: p\ncatalog: " + "[" * DEEP + "]" * DEEP + "\n")
     ran = run("bundle", "test", policy)
-    assert (ran.code, ran.err) == (1, f"{policy}: not valid YAML: nested too deeply\n")
+    # libyaml stops at its nesting limit (line 3); the pure-Python parser recurses until Python
+    # does: both are one line, never a traceback.
+    assert ran.code == 1
+    assert ran.err in (
+        f"{policy}:3: not valid YAML: exceeded maximum nesting depth\n",
+        f"{policy}: not valid YAML: nested too deeply\n",
+    )
     bundle = tmp_path / "deep.json"
     bundle.write_text(
         '{"format": "feature-sidecar-bundle/1", "x": ' + "[" * DEEP + "]" * DEEP + "}"
@@ -771,8 +777,9 @@ def test_a_sidecar_rejects_deeply_nested_bundles_and_keeps_going(keys: Keys) -> 
     deep_policy = "version: 1\nproject: p\ncatalog: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n"
     with pytest.raises(BundleError) as error:
         activator.offer(bundle_format.build(deep_policy, 1, private), "test")
-    assert (error.value.reason, error.value.message) == (
-        "parse",
+    assert error.value.reason == "parse"
+    assert error.value.message in (
+        "bundle r1:3: not valid YAML: exceeded maximum nesting depth",
         "bundle r1: not valid YAML: nested too deeply",
     )
     assert activator.status.failures == {"parse": 2}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgument, NotFound
 from .policy import Entity, Feature, Policy, View
-from .selectors import parse_selector
+from .selectors import FeatureIndex, parse_selector
 from .valuetypes import ValueKind
 
 
@@ -41,12 +41,12 @@ class Catalog:
             for feature in view.features:
                 self.features[feature.ref] = feature
         self.services: dict[str, tuple[str, ...]] = {}
-        all_features = list(self.features.values())
+        self.index = FeatureIndex(self.features.values())
         service_sets: dict[str, frozenset[str]] = {}
         for service in policy.catalog.services:
             refs: dict[str, None] = {}
             for text in service.selectors:
-                for feature in parse_selector(text).select(all_features, service_sets):
+                for feature in self.index.select(parse_selector(text), service_sets):
                     refs[feature.ref] = None
             self.services[service.name] = tuple(refs)
             service_sets[service.name] = frozenset(refs)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health
+from prometheus_client import CollectorRegistry
 
 from .activation import Activator
 from .authn import Authenticator, JwtSettings
@@ -19,10 +20,14 @@ from .config import ConfigError
 from .decision_log import DecisionLog
 from .grpc_service import FeatureServicer, Observer
 from .health import Readiness
+from .metrics import SidecarMetrics
+from .metrics_calls import CallMetrics, CountedHealthServicer, enable_reflection
+from .metrics_http import Endpoints, MetricsServer
 from .server import build_server, tls_credentials
 from .service import FeatureReader
 from .settings import ServeSettings
 from .snapshot import ActivePolicy
+from .status_view import local_status, readiness_reason
 from .store import RedisStore
 
 log = logging.getLogger("featuresidecar.server")
@@ -43,11 +48,24 @@ class Sidecar:
     store: RedisStore
     reader: FeatureReader
     decision_log: DecisionLog | None
+    metrics: SidecarMetrics | None = None
+    calls: CallMetrics | None = None
+    http: MetricsServer | None = None
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     on_close: list[Callable[[], None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        if self.settings.metrics_listen and self.metrics is not None and self.http is None:
+            # First, so /readyz answers 503 while the bundle and Redis come up.
+            self.http = MetricsServer(
+                self.settings.metrics_listen,
+                Endpoints(
+                    metrics=self.metrics.registry,
+                    status=lambda: local_status(self.activator, self.readiness),
+                    ready=lambda: (self.readiness.serving, readiness_reason(self.readiness)),
+                ),
+            ).start()
         await self.server.start()
         self.readiness.publish()
         self.activator.load_persisted()
@@ -61,6 +79,8 @@ class Sidecar:
         )
         if self.decision_log is not None:
             self.tasks.append(asyncio.create_task(self.decision_log.run(self.stop_event)))
+        if self.calls is not None:
+            self.tasks.append(asyncio.create_task(self.calls.served.run(self.stop_event)))
         log.info(
             "feature sidecar started",
             extra={
@@ -83,18 +103,37 @@ class Sidecar:
         await self.store.close()
         for callback in self.on_close:
             callback()
+        if self.http is not None:
+            self.http.stop()
         log.info("feature sidecar stopped")
 
 
-def build(settings: ServeSettings, observers: list[Observer] | None = None) -> Sidecar:
-    """Every part of a sidecar, not started yet."""
-    readiness = Readiness(health.aio.HealthServicer())
+def build(
+    settings: ServeSettings,
+    observers: list[Observer] | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> Sidecar:
+    """Every part of a sidecar, not started yet; its metrics go to `registry` (a new one if
+    None)."""
+    metrics = SidecarMetrics(
+        CollectorRegistry() if registry is None else registry,
+        principal_label=settings.metrics_principal_label,
+    )
+    calls = CallMetrics(metrics)
+    readiness = Readiness(CountedHealthServicer(calls))
+
+    def redis_result(ok: bool, kind: str, seconds: float) -> None:
+        readiness.redis_result(ok, kind, seconds)
+        metrics.redis_round_trip(ok, kind, seconds)
+        metrics.set_redis_up(readiness.redis_up)
+
     store = RedisStore(
         settings.redis,
         password=settings.redis_password(),
         timeout=settings.redis_timeout,
         max_connections=settings.redis_max_connections,
-        listener=readiness.redis_result,
+        listener=redis_result,
     )
     active = ActivePolicy()
     keys = []
@@ -123,6 +162,16 @@ def build(settings: ServeSettings, observers: list[Observer] | None = None) -> S
     activator.listeners.append(
         lambda event, _: readiness.policy_activated() if event == "activated" else None
     )
+
+    def bundle_event(event: str, detail: Any) -> None:
+        if event == "activated" and active.current is not None:
+            snapshot = active.current
+            metrics.bind_policy(
+                snapshot.catalog.views, (role.name for role in snapshot.policy.roles)
+            )
+        metrics.bundle_event(event, detail, activator.status.source)
+
+    activator.listeners.append(bundle_event)
     fetcher = make_fetcher(
         settings.bundle,
         timeout=settings.bundle_timeout,
@@ -145,7 +194,7 @@ def build(settings: ServeSettings, observers: list[Observer] | None = None) -> S
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     reader = FeatureReader(active, store)
-    all_observers = list(observers or [])
+    all_observers = [calls.observe, *(observers or [])]
     decision_log = None
     if settings.decision_log:
         decision_log = DecisionLog.open(
@@ -154,26 +203,47 @@ def build(settings: ServeSettings, observers: list[Observer] | None = None) -> S
             queue_size=settings.decision_log_queue,
         )
         all_observers.append(decision_log.observe)
-    servicer = FeatureServicer(reader, authenticator, all_observers)
+        decision_log.on_drop.append(metrics.decision_log_drop)
+    servicer = FeatureServicer(reader, authenticator, all_observers, starters=[calls.started])
+    assert readiness.servicer is not None
     server, addresses = build_server(
         servicer,
         readiness.servicer,
         listen=settings.listen,
-        reflection_on=settings.reflection,
+        # Enabled below with a servicer that is counted like every other method.
+        reflection_on=False,
         credentials=tls_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca),
     )
+    if settings.reflection:
+        enable_reflection(server, calls)
     return Sidecar(
-        settings, server, addresses, readiness, activator, sync, store, reader, decision_log
+        settings,
+        server,
+        addresses,
+        readiness,
+        activator,
+        sync,
+        store,
+        reader,
+        decision_log,
+        metrics,
+        calls,
     )
 
 
-async def run(settings: ServeSettings) -> int:
+# Runs once the sidecar has started, e.g. to publish a worker's status; `stopping` ends it.
+AfterStart = Callable[[Sidecar, asyncio.Event], Awaitable[None]]
+
+
+async def run(settings: ServeSettings, after_start: AfterStart | None = None) -> int:
     sidecar = build(settings)
-    await sidecar.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    await sidecar.start()
+    if after_start is not None:
+        await after_start(sidecar, stopping)
     await stopping.wait()
     log.info("shutting down", extra={"grace_seconds": settings.grace_period})
     await sidecar.stop()

@@ -38,13 +38,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"feature-sidecar serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
-    from .app import run as run_app
-
     try:
         if settings.workers > 1:
+            # The supervisor builds no sidecar: each worker does, in its own process.
             from .workers import run_workers
 
             return run_workers(settings)
+        from .app import run as run_app
+
         return asyncio.run(run_app(settings))
     except (config.ConfigError, ListenError, ValueError) as exc:
         print(f"feature-sidecar serve: {exc}", file=sys.stderr)

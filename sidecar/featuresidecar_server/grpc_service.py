@@ -36,6 +36,8 @@ class CallOutcome:
 
 
 Observer = Callable[[CallOutcome], None]
+# Called with the method name when a call starts (e.g. grpc_server_started_total).
+Starter = Callable[[str], None]
 Response = TypeVar("Response")
 
 
@@ -54,10 +56,12 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         reader: FeatureReader,
         authenticator: Authenticator,
         observers: list[Observer] | None = None,
+        starters: list[Starter] | None = None,
     ) -> None:
         self.reader = reader
         self.authenticator = authenticator
         self.observers: list[Observer] = observers or []
+        self.starters: list[Starter] = starters or []
 
     def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         metadata = context.invocation_metadata()
@@ -91,6 +95,8 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
         handle: Callable[[Identity, CallRecord], Awaitable[Response]],
     ) -> Response:
+        for starter in self.starters:
+            starter(method)
         start = time.perf_counter()
         record = CallRecord()
         identity: Identity | None = None

@@ -216,6 +216,13 @@ class ServeSettings:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
         if self.workers < 1:
             raise ConfigError("--workers must be at least 1")
+        if self.workers > 1:
+            self._check_shareable()
+        if self.metrics_listen is not None:
+            try:
+                parse_host_port(self.metrics_listen, "--metrics-listen")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if self.bundle_max_bytes < 1:
             raise ConfigError("--bundle-max-bytes must be positive")
         if not self.allow_unsigned and not self.bundle_public_key:
@@ -223,6 +230,21 @@ class ServeSettings:
                 "--bundle-public-key is required to verify signed bundles "
                 "(or --allow-unsigned, for development only)"
             )
+
+    def _check_shareable(self) -> None:
+        """Workers share TCP ports (SO_REUSEPORT); only worker 0 binds unix sockets."""
+        tcp = [address for address in self.listen if not address.startswith("unix:")]
+        if not tcp:
+            raise ConfigError(
+                f"--workers {self.workers} needs a TCP --listen address (host:port) that the "
+                "workers share; a unix socket can only be bound by one of them"
+            )
+        for address in tcp:
+            if address.rpartition(":")[2] == "0":
+                raise ConfigError(
+                    f"--listen {address}: with --workers {self.workers} give a fixed port; "
+                    "each worker would get a different random one"
+                )
 
     def redis_password(self) -> str | None:
         env = os.environ.get(ENV_PREFIX + "REDIS_PASSWORD")
@@ -237,3 +259,15 @@ class ServeSettings:
                     f"--redis-password-file {self.redis_password_file}: {exc.strerror}"
                 ) from None
         return None
+
+
+def parse_host_port(address: str, what: str) -> tuple[str, int]:
+    """host:port or [v6]:port -> (host, port); a ValueError names the setting and the problem."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"{what} {address!r}: use host:port, e.g. 0.0.0.0:9464")
+    if int(port) > 65535:
+        raise ValueError(f"{what} {address!r}: port {port} is out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)

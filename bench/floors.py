@@ -36,12 +36,20 @@ def _value_class() -> Any:
     floats.field.add(name="val", number=1, type=_F.TYPE_FLOAT, label=_F.LABEL_REPEATED)
     value = file.message_type.add(name="Value")
     value.oneof_decl.add(name="val")
-    for name, number, kind in (("int64_val", 4, _F.TYPE_INT64), ("double_val", 5, _F.TYPE_DOUBLE),
-                               ("float_val", 6, _F.TYPE_FLOAT)):
-        value.field.add(name=name, number=number, type=kind, label=_F.LABEL_OPTIONAL,
-                        oneof_index=0)
-    value.field.add(name="float_list_val", number=16, type=_F.TYPE_MESSAGE,
-                    type_name=".benchfeast.FloatList", label=_F.LABEL_OPTIONAL, oneof_index=0)
+    for name, number, kind in (
+        ("int64_val", 4, _F.TYPE_INT64),
+        ("double_val", 5, _F.TYPE_DOUBLE),
+        ("float_val", 6, _F.TYPE_FLOAT),
+    ):
+        value.field.add(name=name, number=number, type=kind, label=_F.LABEL_OPTIONAL, oneof_index=0)
+    value.field.add(
+        name="float_list_val",
+        number=16,
+        type=_F.TYPE_MESSAGE,
+        type_name=".benchfeast.FloatList",
+        label=_F.LABEL_OPTIONAL,
+        oneof_index=0,
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("benchfeast.Value"))
@@ -71,8 +79,13 @@ def floor_redis(url: str, refs: Sequence[str]) -> Callable[[Sequence[int]], list
                     continue
                 value = Value.FromString(raw)
                 which = value.WhichOneof("val")
-                row.append(list(value.float_list_val.val) if which == "float_list_val"
-                           else getattr(value, which) if which else None)
+                row.append(
+                    list(value.float_list_val.val)
+                    if which == "float_list_val"
+                    else getattr(value, which)
+                    if which
+                    else None
+                )
             for raw in reply[width:]:
                 stamp = timestamp_pb2.Timestamp.FromString(raw) if raw else None
                 row.append(stamp.seconds * 10**9 + stamp.nanos if stamp else None)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import workload
 
 VENV = Path(os.environ.get("FEATURE_SIDECAR_PEERS_VENV", Path(__file__).parent / ".peers-venv"))
@@ -53,12 +52,14 @@ def _repo(directory: Path, redis_url: str) -> Path:
     host_port = redis_url.split("//", 1)[1].split("/", 1)[0]
     (repo / "feature_store.yaml").write_text(
         "project: bench\nregistry: registry.db\nprovider: local\n"
-        f"online_store:\n  type: redis\n  connection_string: \"{host_port}\"\n"
+        f'online_store:\n  type: redis\n  connection_string: "{host_port}"\n'
         "offline_store:\n  type: file\nentity_key_serialization_version: 3\n"
     )
     source = repo / "source.parquet"
-    columns: dict[str, Any] = {"user_id": pa.array([0], pa.int64()),
-                               "event_timestamp": pa.array([0], pa.timestamp("us", tz="UTC"))}
+    columns: dict[str, Any] = {
+        "user_id": pa.array([0], pa.int64()),
+        "event_timestamp": pa.array([0], pa.timestamp("us", tz="UTC")),
+    }
     for i in range(10):
         columns[f"f{i}"] = pa.array([0.0])
     parquet.write_table(pa.table(columns), source)
@@ -70,8 +71,13 @@ def _repo(directory: Path, redis_url: str) -> Path:
 
 
 def _body(users: list[int]) -> bytes:
-    return json.dumps({"features": workload.S1_FEATURES, "entities": {"user_id": users},
-                       "full_feature_names": True}).encode()
+    return json.dumps(
+        {
+            "features": workload.S1_FEATURES,
+            "entities": {"user_id": users},
+            "full_feature_names": True,
+        }
+    ).encode()
 
 
 def _latency(port: int, body: bytes, calls: int, warmup: int) -> dict[str, float]:
@@ -89,8 +95,11 @@ def _latency(port: int, body: bytes, calls: int, warmup: int) -> dict[str, float
             samples.append(time.perf_counter() - started)
     connection.close()
     ordered = np.sort(np.asarray(samples)) * 1000
-    return {"p50_ms": round(float(np.percentile(ordered, 50)), 3),
-            "p99_ms": round(float(np.percentile(ordered, 99)), 3), "n": len(samples)}
+    return {
+        "p50_ms": round(float(np.percentile(ordered, 50)), 3),
+        "p99_ms": round(float(np.percentile(ordered, 99)), 3),
+        "n": len(samples),
+    }
 
 
 async def _throughput(port: int, body: bytes, seconds: float, callers: int) -> dict[str, float]:
@@ -129,12 +138,16 @@ async def _throughput(port: int, body: bytes, seconds: float, callers: int) -> d
     await asyncio.gather(*(caller(started + seconds, True) for _ in range(callers)))
     elapsed = time.perf_counter() - started
     ordered = np.sort(np.asarray(samples)) * 1000
-    return {"rps": round(len(samples) / elapsed, 1),
-            "p99_ms": round(float(np.percentile(ordered, 99)), 3), "errors": errors}
+    return {
+        "rps": round(len(samples) / elapsed, 1),
+        "p99_ms": round(float(np.percentile(ordered, 99)), 3),
+        "errors": errors,
+    }
 
 
-def feast(redis_url: str, settings: Any, one: list[int], hundred: list[int],
-          directory: Path) -> dict[str, Any]:
+def feast(
+    redis_url: str, settings: Any, one: list[int], hundred: list[int], directory: Path
+) -> dict[str, Any]:
     from featuresidecar_server.devredis import free_port
 
     repo = _repo(directory, redis_url)
@@ -142,9 +155,22 @@ def feast(redis_url: str, settings: Any, one: list[int], hundred: list[int],
     for workers, names in ((1, ("s1", "s2")), (settings.workers, ("s4",))):
         port = free_port()
         process = subprocess.Popen(
-            [str(FEAST), "serve", "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers),
-             "--no-access-log", "--max-requests", "100000000"],
-            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(FEAST),
+                "serve",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+                "--max-requests",
+                "100000000",
+            ],
+            cwd=repo,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             deadline = time.monotonic() + 60
@@ -160,15 +186,15 @@ def feast(redis_url: str, settings: Any, one: list[int], hundred: list[int],
                 results["s1"] = _latency(port, _body(one), settings.calls // 3, 50)
                 results["s2"] = _latency(port, _body(hundred), settings.calls_s2 // 3, 20)
             if "s4" in names:
-                results["s4"] = asyncio.run(
-                    _throughput(port, _body(one), settings.s4_seconds, 32)
-                )
+                results["s4"] = asyncio.run(_throughput(port, _body(one), settings.s4_seconds, 32))
         finally:
             process.terminate()
             process.wait(timeout=30)
     results["version"] = subprocess.run(
         [str(VENV / "bin" / "python"), "-c", "import feast; print(feast.__version__)"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     results["workers"] = {"s1": 1, "s2": 1, "s4": settings.workers}
     return results

@@ -30,13 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import peers  # noqa: E402
-import report  # noqa: E402
-import workload  # noqa: E402
-from floors import floor_redis  # noqa: E402
+import peers
+import report
+import workload
+from floors import floor_redis
 
-from featuresidecar.v1 import feature_service_pb2 as pb  # noqa: E402
-from featuresidecar_server.devredis import LocalRedis, free_port  # noqa: E402
+from featuresidecar.v1 import feature_service_pb2 as pb
+from featuresidecar_server.devredis import LocalRedis, free_port
 
 METHOD = "/featuresidecar.v1.FeatureService/GetFeatures"
 BIN = Path(sys.executable).parent
@@ -84,13 +84,16 @@ def _serving(target: str) -> bool:
 
 
 @contextlib.contextmanager
-def sidecar(args: list[str], log: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+def sidecar(
+    args: list[str], log: Path, port: int
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     """A real `feature-sidecar serve`; yields it and the seconds it took to be SERVING."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
     with log.open("ab") as out:
         started = time.perf_counter()
-        process = subprocess.Popen([str(BIN / "feature-sidecar"), "serve", *args],
-                                   stdout=out, stderr=out, env=env)
+        process = subprocess.Popen(
+            [str(BIN / "feature-sidecar"), "serve", *args], stdout=out, stderr=out, env=env
+        )
     try:
         deadline = time.monotonic() + 60
         while not _serving(f"127.0.0.1:{port}"):
@@ -108,8 +111,16 @@ def floor_server(payload: bytes, workers: int, directory: Path) -> Iterator[int]
     response = directory / f"floor-{len(payload)}.bin"
     response.write_bytes(payload)
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "floors.py"), "--port", str(port), "--workers", str(workers),
-         "--response", str(response)],
+        [
+            sys.executable,
+            str(HERE / "floors.py"),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--response",
+            str(response),
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -167,19 +178,26 @@ def latency(call: Callable[[], Any], calls: int, warmup: int) -> dict[str, float
     return _summary(samples)
 
 
-def grpc_caller(port: int, request: bytes, metadata: Sequence[tuple[str, str]]) -> tuple[
-    Callable[[], bytes], grpc.Channel
-]:
+def grpc_caller(
+    port: int, request: bytes, metadata: Sequence[tuple[str, str]]
+) -> tuple[Callable[[], bytes], grpc.Channel]:
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     method = channel.unary_unary(METHOD)  # bytes in, bytes out: no client-side protobuf work
     return (lambda: method(request, metadata=metadata, timeout=10)), channel
 
 
-async def _throughput(port: int, request: bytes, metadata: Sequence[tuple[str, str]],
-                      seconds: float, callers: int, connections: int) -> dict[str, float]:
+async def _throughput(
+    port: int,
+    request: bytes,
+    metadata: Sequence[tuple[str, str]],
+    seconds: float,
+    callers: int,
+    connections: int,
+) -> dict[str, float]:
     channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}",
-                                  options=[("grpc.use_local_subchannel_pool", 1)])
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         for _ in range(connections)
     ]
     methods = [c.unary_unary(METHOD) for c in channels]
@@ -207,12 +225,22 @@ async def _throughput(port: int, request: bytes, metadata: Sequence[tuple[str, s
     for channel in channels:
         await channel.close()
     summary = _summary(samples)
-    return {"rps": round(len(samples) / elapsed, 1), "p99_ms": summary["p99_ms"],
-            "p50_ms": summary["p50_ms"], "errors": errors}
+    return {
+        "rps": round(len(samples) / elapsed, 1),
+        "p99_ms": summary["p99_ms"],
+        "p50_ms": summary["p50_ms"],
+        "errors": errors,
+    }
 
 
-def throughput(port: int, request: bytes, metadata: Sequence[tuple[str, str]], seconds: float,
-               callers: int = 32, connections: int = 8) -> dict[str, float]:
+def throughput(
+    port: int,
+    request: bytes,
+    metadata: Sequence[tuple[str, str]],
+    seconds: float,
+    callers: int = 32,
+    connections: int = 8,
+) -> dict[str, float]:
     return asyncio.run(_throughput(port, request, metadata, seconds, callers, connections))
 
 
@@ -225,15 +253,37 @@ def _request(features: Sequence[str], users: Sequence[int]) -> bytes:
     return message.SerializeToString()
 
 
-def _serve_args(port: int, bundle: Path, public: Path, redis_url: str, identity: Any,
-                state: Path, workers: int, work: Path, name: str) -> list[str]:
+def _serve_args(
+    port: int,
+    bundle: Path,
+    public: Path,
+    redis_url: str,
+    identity: Any,
+    state: Path,
+    workers: int,
+    work: Path,
+    name: str,
+) -> list[str]:
     return [
-        "--listen", f"127.0.0.1:{port}", "--redis", redis_url,
-        "--bundle", str(bundle), "--bundle-public-key", str(public),
-        "--state-dir", str(state), "--workers", str(workers),
-        "--metrics-listen", f"127.0.0.1:{free_port()}",
-        "--decision-log", str(work / f"{name}-decisions.jsonl"),
-        "--log-level", "warning", *identity.flags(),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--redis",
+        redis_url,
+        "--bundle",
+        str(bundle),
+        "--bundle-public-key",
+        str(public),
+        "--state-dir",
+        str(state),
+        "--workers",
+        str(workers),
+        "--metrics-listen",
+        f"127.0.0.1:{free_port()}",
+        "--decision-log",
+        str(work / f"{name}-decisions.jsonl"),
+        "--log-level",
+        "warning",
+        *identity.flags(),
     ]
 
 
@@ -262,24 +312,37 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
 
         print("- sidecar, small catalog, 1 worker: s1 s2 s3", flush=True)
         port = free_port()
-        args = _serve_args(port, small_bundle, small_pub, redis_server.url, identity,
-                           work / "state-small-1", 1, work, "small-1")
+        args = _serve_args(
+            port,
+            small_bundle,
+            small_pub,
+            redis_server.url,
+            identity,
+            work / "state-small-1",
+            1,
+            work,
+            "small-1",
+        )
         with sidecar(args, log, port):
             for name, message in requests.items():
                 call, channel = grpc_caller(port, message, metadata)
                 responses[name] = call()
-                scen[name] = latency(call, settings.calls_s2 if name == "s2" else settings.calls,
-                                     settings.warmup)
+                scen[name] = latency(
+                    call, settings.calls_s2 if name == "s2" else settings.calls, settings.warmup
+                )
                 channel.close()
 
         print("- floors: redis and grpc, 1 worker", flush=True)
-        for name, refs, users in (("s1", workload.S1_FEATURES, one),
-                                  ("s2", workload.S1_FEATURES, hundred),
-                                  ("s3", workload.S3_FEATURES, one)):
+        for name, refs, users in (
+            ("s1", workload.S1_FEATURES, one),
+            ("s2", workload.S1_FEATURES, hundred),
+            ("s3", workload.S3_FEATURES, one),
+        ):
             fetch = floor_redis(redis_server.url, refs)
             results["floors"]["redis"][name] = latency(
                 lambda f=fetch, u=users: f(u),
-                settings.calls_s2 if name == "s2" else settings.calls, settings.warmup,
+                settings.calls_s2 if name == "s2" else settings.calls,
+                settings.warmup,
             )
             with floor_server(responses[name], 1, work) as floor_port:
                 call, channel = grpc_caller(floor_port, requests[name], metadata)
@@ -290,8 +353,17 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
 
         print(f"- s4: 32 callers, {settings.workers} workers, sidecar then floor", flush=True)
         port = free_port()
-        args = _serve_args(port, small_bundle, small_pub, redis_server.url, identity,
-                           work / "state-small-n", settings.workers, work, "small-n")
+        args = _serve_args(
+            port,
+            small_bundle,
+            small_pub,
+            redis_server.url,
+            identity,
+            work / "state-small-n",
+            settings.workers,
+            work,
+            "small-n",
+        )
         with sidecar(args, log, port):
             scen["s4"] = throughput(port, requests["s1"], metadata, settings.s4_seconds)
         with floor_server(responses["s1"], settings.workers, work) as floor_port:
@@ -301,8 +373,17 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
 
         print("- s5: large catalog (10,000 features, 200 roles), 1 worker", flush=True)
         port = free_port()
-        args = _serve_args(port, large_bundle, large_pub, redis_server.url, identity,
-                           work / "state-large-1", 1, work, "large-1")
+        args = _serve_args(
+            port,
+            large_bundle,
+            large_pub,
+            redis_server.url,
+            identity,
+            work / "state-large-1",
+            1,
+            work,
+            "large-1",
+        )
         with sidecar(args, log, port):
             call, channel = grpc_caller(port, requests["s1"], metadata)
             scen["s5"] = latency(call, settings.calls, settings.warmup)
@@ -311,24 +392,49 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
         print(f"- rss after s4 with the large catalog, {settings.workers} workers", flush=True)
         port = free_port()
         state = work / "state-large-n"
-        args = _serve_args(port, large_bundle, large_pub, redis_server.url, identity, state,
-                           settings.workers, work, "large-n")
+        args = _serve_args(
+            port,
+            large_bundle,
+            large_pub,
+            redis_server.url,
+            identity,
+            state,
+            settings.workers,
+            work,
+            "large-n",
+        )
         with sidecar(args, log, port) as (process, _):
             throughput(port, requests["s1"], metadata, settings.s4_seconds)
             workers = _children(process.pid) if settings.workers > 1 else [process.pid]
             per_worker = [round(_rss_mib(pid), 1) for pid in workers]
-            results["rss"] = {"mib": max(per_worker), "per_worker_mib": per_worker,
-                              "supervisor_mib": round(_rss_mib(process.pid), 1)}
+            results["rss"] = {
+                "mib": max(per_worker),
+                "per_worker_mib": per_worker,
+                "supervisor_mib": round(_rss_mib(process.pid), 1),
+            }
 
         print("- startup with a persisted bundle (bundle server down)", flush=True)
         startups = {}
-        for name, pub, state_dir in (("large", large_pub, state), ("small", small_pub,
-                                                                   work / "state-small-1")):
+        for name, pub, state_dir in (
+            ("large", large_pub, state),
+            ("small", small_pub, work / "state-small-1"),
+        ):
             port = free_port()
             down = f"http://127.0.0.1:{free_port()}/bundle.json"
-            args = [a if a != str(large_bundle) else down for a in _serve_args(
-                port, large_bundle, pub, redis_server.url, identity, state_dir, 1, work,
-                f"startup-{name}")]
+            args = [
+                a if a != str(large_bundle) else down
+                for a in _serve_args(
+                    port,
+                    large_bundle,
+                    pub,
+                    redis_server.url,
+                    identity,
+                    state_dir,
+                    1,
+                    work,
+                    f"startup-{name}",
+                )
+            ]
             with sidecar(args, log, port) as (_, seconds):
                 startups[name] = round(seconds, 3)
         results["startup"] = {"s": startups["large"], "s_small_catalog": startups["small"]}
@@ -338,9 +444,7 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
 
         if peers.available():
             print("- peer: Feast feature server", flush=True)
-            results["peers"]["feast"] = peers.feast(
-                redis_server.url, settings, one, hundred, work
-            )
+            results["peers"]["feast"] = peers.feast(redis_server.url, settings, one, hundred, work)
 
     results["machine"] = machine(settings)
     results["ratios"], results["targets"] = report.ratios(results)
@@ -365,13 +469,29 @@ def load_benchmark(redis_url: str, source: str, rows: int, work: Path) -> dict[s
     policy.write_text(source)
     started = time.perf_counter()
     subprocess.run(
-        [str(BIN / "feature-sidecar"), "load", "--redis", redis_url, "--bundle", str(policy),
-         "--view", "v0", "--from", str(path), "--quiet"],
+        [
+            str(BIN / "feature-sidecar"),
+            "load",
+            "--redis",
+            redis_url,
+            "--bundle",
+            str(policy),
+            "--view",
+            "v0",
+            "--from",
+            str(path),
+            "--quiet",
+        ],
         check=True,
     )
     seconds = time.perf_counter() - started
-    return {"values_per_s": round(rows * 10 / seconds), "rows": rows, "features": 10,
-            "seconds": round(seconds, 3), "includes": "process start, reading Parquet, writing"}
+    return {
+        "values_per_s": round(rows * 10 / seconds),
+        "rows": rows,
+        "features": 10,
+        "seconds": round(seconds, 3),
+        "includes": "process start, reading Parquet, writing",
+    }
 
 
 def machine(settings: Settings) -> dict[str, Any]:

@@ -28,9 +28,16 @@ S3_FEATURES = [f"v0:f{i}" for i in range(10)] + ["emb:vec"]
 
 
 def _view(name: str, features: list[tuple[str, str]], extra: str = "") -> str:
-    lines = [f"    - name: {name}", "      entities: [user]", "      max_age: 7d", "      features:"]
-    lines += [f"        - {{name: {f}, type: {t}{extra if t == 'float_list' else ''}}}"
-              for f, t in features]
+    lines = [
+        f"    - name: {name}",
+        "      entities: [user]",
+        "      max_age: 7d",
+        "      features:",
+    ]
+    lines += [
+        f"        - {{name: {f}, type: {t}{extra if t == 'float_list' else ''}}}"
+        for f, t in features
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -44,16 +51,20 @@ def policy(views: int, features_per_view: int, roles: int) -> str:
     for v in range(views):
         parts.append(_view(f"v{v}", [(f"f{i}", "double") for i in range(features_per_view)]))
     parts.append(_view("emb", [("vec", "float_list")], f", dim: {EMBEDDING_DIM}"))
-    parts.append("roles:\n  - name: model\n    allow: [\"v0:*\", \"v1:*\", \"v2:*\", \"v3:*\", "
-                 "\"v4:*\", \"emb:*\"]\n")
+    parts.append(
+        'roles:\n  - name: model\n    allow: ["v0:*", "v1:*", "v2:*", "v3:*", "v4:*", "emb:*"]\n'
+    )
     for r in range(roles - 1):
-        parts.append(f"  - name: team-{r}\n    allow: [\"v{r % views}:*\", \"*:f{r % 10}\"]\n"
-                     f"    deny: [\"v{(r + 1) % views}:f{r % features_per_view}\"]\n")
+        parts.append(
+            f'  - name: team-{r}\n    allow: ["v{r % views}:*", "*:f{r % 10}"]\n'
+            f'    deny: ["v{(r + 1) % views}:f{r % features_per_view}"]\n'
+        )
     parts.append("rules:\n")
     for r in range(min(roles - 1, 20)):
-        parts.append(f"  - match: {{features: [\"v{r % views}:f1\"], roles: [team-{r}]}}\n"
-                     "    default: 0\n")
-    parts.append("  - match: {features: [\"emb:*\"]}\n    max_age: 3d\n")
+        parts.append(
+            f'  - match: {{features: ["v{r % views}:f1"], roles: [team-{r}]}}\n    default: 0\n'
+        )
+    parts.append('  - match: {features: ["emb:*"]}\n    max_age: 3d\n')
     parts.append(f"bindings:\n  - principal: {PRINCIPAL}\n    roles: [model]\n")
     for r in range(roles - 1):
         parts.append(f"  - principal: team-{r}-svc\n    roles: [team-{r}]\n")
@@ -72,7 +83,9 @@ class Identity:
         now = int(time.time())
         self.token = jwt.encode(
             {"sub": PRINCIPAL, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 86400},
-            key, algorithm="EdDSA", headers={"kid": "bench"},
+            key,
+            algorithm="EdDSA",
+            headers={"kid": "bench"},
         )
 
     def flags(self) -> list[str]:
@@ -102,10 +115,18 @@ def load(url: str, source: str, users: int, seed: int = 1) -> None:
             columns: dict[str, Any] = {"user_id": ids}
             for i in range(10):
                 columns[f"f{i}"] = rng.standard_normal(users)
-            load_rows(client, catalog, f"v{v}", columns, now, features=[f"f{i}" for i in range(10)],
-                      batch_size=2000)
+            load_rows(
+                client,
+                catalog,
+                f"v{v}",
+                columns,
+                now,
+                features=[f"f{i}" for i in range(10)],
+                batch_size=2000,
+            )
         vectors = rng.standard_normal((users, EMBEDDING_DIM)).astype(np.float32)
-        load_rows(client, catalog, "emb", {"user_id": ids, "vec": list(vectors)}, now,
-                  batch_size=500)
+        load_rows(
+            client, catalog, "emb", {"user_id": ids, "vec": list(vectors)}, now, batch_size=500
+        )
     finally:
         client.close()

@@ -88,7 +88,10 @@ def example(redis_server: Any, sidecar_factory: Any, tmp_path: Path) -> dict[str
     now = time.time_ns()
     for user, email in ((1, "a@example.com"), (2, "b@example.com"), (3, "a@example.com")):
         put_entity(
-            redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": user},
+            redis_server.url,
+            EXAMPLE_POLICY,
+            "user_profile",
+            {"user_id": user},
             {"age": 30 + user, "country": "DE", "email": email, "embedding": [0.0] * 32},
             now - HOUR,
         )
@@ -230,9 +233,18 @@ def rules(redis_server: Any, sidecar_factory: Any, tmp_path: Path) -> dict[str, 
     policy.write_text(RULES_POLICY)
     now = time.time_ns()
     put_entity(
-        redis_server.url, policy, "profile", {"user_id": 1},
-        {"email": "x@example.com", "phone": "+49 1", "age": 40, "ctr_1d": 0.1, "ctr_7d": 0.2,
-         "score": 0.9},
+        redis_server.url,
+        policy,
+        "profile",
+        {"user_id": 1},
+        {
+            "email": "x@example.com",
+            "phone": "+49 1",
+            "age": 40,
+            "ctr_1d": 0.1,
+            "ctr_7d": 0.2,
+            "score": 0.9,
+        },
         now - HOUR,
     )
     issuer = TokenIssuer(tmp_path)
@@ -242,8 +254,14 @@ def rules(redis_server: Any, sidecar_factory: Any, tmp_path: Path) -> dict[str, 
 
 
 def _readable(ctx: dict[str, Any], principal: str) -> list[str]:
-    refs = ["profile:email", "profile:phone", "profile:age", "profile:ctr_1d", "profile:ctr_7d",
-            "profile:score"]
+    refs = [
+        "profile:email",
+        "profile:phone",
+        "profile:age",
+        "profile:ctr_1d",
+        "profile:ctr_7d",
+        "profile:score",
+    ]
     response = _call(ctx, principal, request(refs, {"user_id": [1]}, allow_partial=True))
     return [r for r, c in zip(refs, response.columns, strict=True) if statuses(c) != ["DENIED"]]
 
@@ -252,13 +270,19 @@ def test_every_selector_kind(rules: dict[str, Any]) -> None:
     assert _readable(rules, "glob") == ["profile:ctr_1d", "profile:ctr_7d"]
     assert _readable(rules, "service") == ["profile:score"]
     assert _readable(rules, "all-but-phone") == [
-        "profile:email", "profile:age", "profile:ctr_1d", "profile:ctr_7d", "profile:score"
+        "profile:email",
+        "profile:age",
+        "profile:ctr_1d",
+        "profile:ctr_7d",
+        "profile:score",
     ]
 
 
 def test_redact_and_hash_first_matching_rule_wins_per_setting(rules: dict[str, Any]) -> None:
     response = _call(
-        rules, "all", request(["profile:phone", "profile:email", "profile:age"], {"user_id": [1, 2]})
+        rules,
+        "all",
+        request(["profile:phone", "profile:email", "profile:age"], {"user_id": [1, 2]}),
     )
     cols = by_name(response)
     phone = cols["profile:phone"]

@@ -40,7 +40,7 @@ class BundleServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
+            def do_GET(self) -> None:
                 server.requests.append({"if_none_match": self.headers.get("If-None-Match")})
                 if server.delay:
                     time.sleep(server.delay)
@@ -97,15 +97,24 @@ def http_server() -> Iterator[BundleServer]:
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, Ed25519PrivateKey]:
-    return {"a": Ed25519PrivateKey.generate(), "b": Ed25519PrivateKey.generate(),
-            "stranger": Ed25519PrivateKey.generate()}
+    return {
+        "a": Ed25519PrivateKey.generate(),
+        "b": Ed25519PrivateKey.generate(),
+        "stranger": Ed25519PrivateKey.generate(),
+    }
 
 
-def _activator(keys: dict[str, Any], *names: str, state_dir: Path | None = None,
-               allow_unsigned: bool = False) -> Activator:
+def _activator(
+    keys: dict[str, Any], *names: str, state_dir: Path | None = None, allow_unsigned: bool = False
+) -> Activator:
     trusted = trusted_keys([keys[n].public_key() for n in names or ("a",)])
-    return Activator(ActivePolicy(), source="test", trusted=trusted,
-                     allow_unsigned=allow_unsigned, state_dir=str(state_dir) if state_dir else None)
+    return Activator(
+        ActivePolicy(),
+        source="test",
+        trusted=trusted,
+        allow_unsigned=allow_unsigned,
+        state_dir=str(state_dir) if state_dir else None,
+    )
 
 
 def _sync(server: BundleServer, activator: Activator, **fetcher: Any) -> BundleSync:
@@ -124,7 +133,9 @@ def _revision(activator: Activator) -> int | None:
     return None if current is None else current.revision
 
 
-def test_a_signed_bundle_is_activated_and_status_says_so(http_server: BundleServer, keys: Any) -> None:
+def test_a_signed_bundle_is_activated_and_status_says_so(
+    http_server: BundleServer, keys: Any
+) -> None:
     http_server.serve(build(POLICY, 3, keys["a"]), etag='"r3"')
     activator = _activator(keys)
     _sync(http_server, activator).poll_once()
@@ -141,21 +152,43 @@ def test_a_signed_bundle_is_activated_and_status_says_so(http_server: BundleServ
 @pytest.mark.parametrize(
     ("make", "reason", "message"),
     [
-        (lambda k: _flip(build(POLICY, 4, k["a"]), b""), "signature",
-         "the signature by key {a} does not verify"),
+        (
+            lambda k: _flip(build(POLICY, 4, k["a"]), b""),
+            "signature",
+            "the signature by key {a} does not verify",
+        ),
         (lambda k: build(POLICY, 4, None), "signature", "the bundle is unsigned"),
-        (lambda k: build(POLICY, 4, k["stranger"]), "signature",
-         "the bundle is signed by an untrusted key ({stranger})"),
-        (lambda k: build(POLICY, 2, k["a"]), "rollback",
-         "revision 2 is lower than the active revision 3"),
-        (lambda k: b"\x00\x01garbage", "parse",
-         "not a signed bundle (build one with `feature-sidecar bundle build`)"),
+        (
+            lambda k: build(POLICY, 4, k["stranger"]),
+            "signature",
+            "the bundle is signed by an untrusted key ({stranger})",
+        ),
+        (
+            lambda k: build(POLICY, 2, k["a"]),
+            "rollback",
+            "revision 2 is lower than the active revision 3",
+        ),
+        (
+            lambda k: b"\x00\x01garbage",
+            "parse",
+            "not a signed bundle (build one with `feature-sidecar bundle build`)",
+        ),
         (lambda k: build(POLICY, 4, k["a"])[:300], "parse", None),
-        (lambda k: build(POLICY.replace("type: int64}", "type: integer}", 1), 4, k["a"]), "parse",
-         "bundle r4:14: catalog.entities[0].join_keys[0].type: unknown type 'integer'"),
+        (
+            lambda k: build(POLICY.replace("type: int64}", "type: integer}", 1), 4, k["a"]),
+            "parse",
+            "bundle r4:14: catalog.entities[0].join_keys[0].type: unknown type 'integer'",
+        ),
     ],
-    ids=["tampered", "unsigned", "unknown-key", "lower-revision", "corrupt", "truncated",
-         "invalid-policy"],
+    ids=[
+        "tampered",
+        "unsigned",
+        "unknown-key",
+        "lower-revision",
+        "corrupt",
+        "truncated",
+        "invalid-policy",
+    ],
 )
 def test_a_bad_bundle_never_replaces_the_active_one(
     http_server: BundleServer, keys: Any, make: Any, reason: str, message: str | None
@@ -171,8 +204,12 @@ def test_a_bad_bundle_never_replaces_the_active_one(
     error = activator.status.last_error
     assert error is not None and error["reason"] == reason
     if message is not None:
-        ids = {name: trusted for name, trusted in
-               ((n, next(iter(trusted_keys([k.public_key()])))) for n, k in keys.items())}
+        ids = {
+            name: trusted
+            for name, trusted in (
+                (n, next(iter(trusted_keys([k.public_key()])))) for n, k in keys.items()
+            )
+        }
         assert error["message"].startswith(message.format(**ids))
     assert activator.status.consecutive_failures == 1
     # The rejected bundle's ETag was not kept: the next poll asks again without it.
@@ -209,16 +246,31 @@ def test_etag_gives_304_and_nothing_is_downloaded_again(
 @pytest.mark.parametrize(
     ("setup", "reason", "message"),
     [
-        (lambda s: setattr(s, "status", 500), "http",
-         "the bundle server answered HTTP 500 Internal Server Error"),
-        (lambda s: setattr(s, "delay", 1.0), "timeout",
-         "the bundle server did not answer within 0.3 s"),
-        (lambda s: setattr(s, "chunk_delay", 0.2), "timeout",
-         "the download took longer than 0.3 s"),
-        (lambda s: setattr(s, "body", b"x" * 50000), "size",
-         "the bundle is 50000 bytes, over the limit of 20000"),
-        (lambda s: setattr(s, "declared_length", 10**6), "size",
-         "the bundle is 1000000 bytes, over the limit of 20000"),
+        (
+            lambda s: setattr(s, "status", 500),
+            "http",
+            "the bundle server answered HTTP 500 Internal Server Error",
+        ),
+        (
+            lambda s: setattr(s, "delay", 1.0),
+            "timeout",
+            "the bundle server did not answer within 0.3 s",
+        ),
+        (
+            lambda s: setattr(s, "chunk_delay", 0.2),
+            "timeout",
+            "the download took longer than 0.3 s",
+        ),
+        (
+            lambda s: setattr(s, "body", b"x" * 50000),
+            "size",
+            "the bundle is 50000 bytes, over the limit of 20000",
+        ),
+        (
+            lambda s: setattr(s, "declared_length", 10**6),
+            "size",
+            "the bundle is 1000000 bytes, over the limit of 20000",
+        ),
     ],
     ids=["http-500", "no-answer", "slow-body", "oversized", "oversized-declared"],
 )
@@ -232,7 +284,8 @@ def test_download_failures_are_recorded_with_their_reason(
     assert activator.active.current is None
     assert activator.status.last_error is not None
     assert (activator.status.last_error["reason"], activator.status.last_error["message"]) == (
-        reason, message
+        reason,
+        message,
     )
 
 
@@ -248,8 +301,13 @@ def test_a_cut_download_is_rejected(http_server: BundleServer, keys: Any) -> Non
 
 
 def test_backoff_grows_on_failures_and_jitter_stays_within_ten_percent(keys: Any) -> None:
-    sync = BundleSync(PathFetcher("/nonexistent"), _activator(keys), interval=30.0,
-                      backoff_max=60.0, rng=lambda: 1.0)
+    sync = BundleSync(
+        PathFetcher("/nonexistent"),
+        _activator(keys),
+        interval=30.0,
+        backoff_max=60.0,
+        rng=lambda: 1.0,
+    )
     assert sync.next_delay() == pytest.approx(33.0)
     sync.rng = lambda: 0.0
     assert sync.next_delay() == pytest.approx(27.0)
@@ -317,24 +375,36 @@ def test_a_configmap_style_symlink_swap_is_picked_up(keys: Any, tmp_path: Path) 
     assert _revision(activator) == 2
 
 
-def _serve_http(sidecar_factory: Any, server: BundleServer, keys: Any, tmp_path: Path,
-                redis_url: str, **extra: Any) -> Any:
+def _serve_http(
+    sidecar_factory: Any,
+    server: BundleServer,
+    keys: Any,
+    tmp_path: Path,
+    redis_url: str,
+    **extra: Any,
+) -> Any:
     public = tmp_path / "a.pub"
     public.write_bytes(public_key_pem(keys["a"].public_key()))
     return sidecar_factory(
-        redis=redis_url, bundle=server.url, bundle_public_key=[str(public)], allow_unsigned=False,
-        workload_principal=RANKER, **extra,
+        redis=redis_url,
+        bundle=server.url,
+        bundle_public_key=[str(public)],
+        allow_unsigned=False,
+        workload_principal=RANKER,
+        **extra,
     )
 
 
 def test_a_new_revision_takes_effect_within_one_poll_interval(
     http_server: BundleServer, keys: Any, tmp_path: Path, redis_server: Any, sidecar_factory: Any
 ) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 9},
-               time.time_ns())
+    put_entity(
+        redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 9}, time.time_ns()
+    )
     http_server.serve(build(POLICY, 1, keys["a"]), etag='"1"')
-    sidecar = _serve_http(sidecar_factory, http_server, keys, tmp_path, redis_server.url,
-                          bundle_poll_interval=0.5)
+    sidecar = _serve_http(
+        sidecar_factory, http_server, keys, tmp_path, redis_server.url, bundle_poll_interval=0.5
+    )
     _, client = stub(sidecar.address)
     message = request(["user_profile:age"], {"user_id": [1]})
     assert client.GetFeatures(message, timeout=5).policy_revision == 1
@@ -351,11 +421,19 @@ def test_a_new_revision_takes_effect_within_one_poll_interval(
 def test_calls_in_flight_finish_on_the_policy_they_started_with(
     http_server: BundleServer, keys: Any, tmp_path: Path, redis_server: Any, sidecar_factory: Any
 ) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 9},
-               time.time_ns())
+    put_entity(
+        redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 9}, time.time_ns()
+    )
     http_server.serve(build(POLICY, 1, keys["a"]))
-    sidecar = _serve_http(sidecar_factory, http_server, keys, tmp_path, redis_server.url,
-                          bundle_poll_interval=0.2, redis_timeout=5.0)
+    sidecar = _serve_http(
+        sidecar_factory,
+        http_server,
+        keys,
+        tmp_path,
+        redis_server.url,
+        bundle_poll_interval=0.2,
+        redis_timeout=5.0,
+    )
     _, client = stub(sidecar.address)
     message = request(["user_profile:age"], {"user_id": [1]})
     assert redis_server.process is not None
@@ -377,16 +455,31 @@ def test_calls_in_flight_finish_on_the_policy_they_started_with(
 def test_restart_with_the_bundle_server_down_serves_the_persisted_bundle(
     http_server: BundleServer, keys: Any, tmp_path: Path, redis_server: Any, sidecar_factory: Any
 ) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 9},
-               time.time_ns())
+    put_entity(
+        redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 9}, time.time_ns()
+    )
     state = tmp_path / "state"
     http_server.serve(build(POLICY, 4, keys["a"]))
-    first = _serve_http(sidecar_factory, http_server, keys, tmp_path, redis_server.url,
-                        state_dir=str(state), listen=[f"unix:{tmp_path}/one.sock"])
+    first = _serve_http(
+        sidecar_factory,
+        http_server,
+        keys,
+        tmp_path,
+        redis_server.url,
+        state_dir=str(state),
+        listen=[f"unix:{tmp_path}/one.sock"],
+    )
     first.stop()
     http_server.close()
-    second = _serve_http(sidecar_factory, http_server, keys, tmp_path, redis_server.url,
-                         state_dir=str(state), listen=[f"unix:{tmp_path}/two.sock"])
+    second = _serve_http(
+        sidecar_factory,
+        http_server,
+        keys,
+        tmp_path,
+        redis_server.url,
+        state_dir=str(state),
+        listen=[f"unix:{tmp_path}/two.sock"],
+    )
     _, client = stub(second.address)
     response = client.GetFeatures(request(["user_profile:age"], {"user_id": [1]}), timeout=5)
     assert response.policy_revision == 4

@@ -30,7 +30,10 @@ def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
     environment.update(env or {})
     return subprocess.Popen(
-        [EXE, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [EXE, "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=environment,
     )
 
@@ -39,7 +42,9 @@ def _wait_serving(address: str, process: subprocess.Popen[str], timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"sidecar exited: {process.stderr.read() if process.stderr else ''}")
+            raise AssertionError(
+                f"sidecar exited: {process.stderr.read() if process.stderr else ''}"
+            )
         try:
             with grpc.insecure_channel(address) as channel:
                 status = health_pb2_grpc.HealthStub(channel).Check(
@@ -76,17 +81,28 @@ def test_precedence_is_flag_then_env_then_file_then_default(tmp_path: Path) -> N
     assert config.resolve(SERVE_OPTIONS, _namespace(), {}, file_values)["redis_timeout"] == 3.0
     off = config.resolve(SERVE_OPTIONS, _namespace(), {"FEATURE_SIDECAR_NO_REFLECTION": "1"}, {})
     assert off["reflection"] is False
-    assert config.resolve(SERVE_OPTIONS, _namespace(reflection=False), {}, {})["reflection"] is False
+    assert (
+        config.resolve(SERVE_OPTIONS, _namespace(reflection=False), {}, {})["reflection"] is False
+    )
 
 
 @pytest.mark.parametrize(
     ("flags", "env", "file_values", "message"),
     [
-        ({}, {"FEATURE_SIDECAR_REDIS_TIMEOUT": "soon"}, {},
-         "FEATURE_SIDECAR_REDIS_TIMEOUT: 'soon' is not a valid duration ('soon' is not a duration "
-         "(use a number with a unit: ms, s, m, h, d, w; e.g. '6h'))"),
-        ({}, {"FEATURE_SIDECAR_ALLOW_UNSIGNED": "maybe"}, {},
-         "FEATURE_SIDECAR_ALLOW_UNSIGNED: 'maybe' is not a boolean (use true or false)"),
+        (
+            {},
+            {"FEATURE_SIDECAR_REDIS_TIMEOUT": "soon"},
+            {},
+            "FEATURE_SIDECAR_REDIS_TIMEOUT: 'soon' is not a valid duration "
+            "('soon' is not a duration "
+            "(use a number with a unit: ms, s, m, h, d, w; e.g. '6h'))",
+        ),
+        (
+            {},
+            {"FEATURE_SIDECAR_ALLOW_UNSIGNED": "maybe"},
+            {},
+            "FEATURE_SIDECAR_ALLOW_UNSIGNED: 'maybe' is not a boolean (use true or false)",
+        ),
         ({}, {}, {"redis_timout": 1}, "config file: unknown setting 'redis_timout'"),
         ({"workers": "two"}, {}, {}, "--workers: 'two' is not a valid integer"),
     ],
@@ -100,13 +116,25 @@ def test_bad_settings_name_their_source(
 
 
 def test_serve_reads_a_config_file_and_env(redis_server: LocalRedis, tmp_path: Path) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1},
-               {"age": 34}, time.time_ns())
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34},
+        time.time_ns(),
+    )
     sock = tmp_path / "s.sock"
     settings_file = tmp_path / "sidecar.yaml"
     settings_file.write_text(
-        json.dumps({"listen": [f"unix:{sock}"], "bundle": str(EXAMPLE_POLICY),
-                    "workload-principal": "nobody", "allow_unsigned": True})
+        json.dumps(
+            {
+                "listen": [f"unix:{sock}"],
+                "bundle": str(EXAMPLE_POLICY),
+                "workload-principal": "nobody",
+                "allow_unsigned": True,
+            }
+        )
     )
     process = _serve(
         ["--config", str(settings_file), "--workload-principal", RANKER],
@@ -128,7 +156,9 @@ def test_serve_reads_a_config_file_and_env(redis_server: LocalRedis, tmp_path: P
 
 def test_bad_flags_exit_2_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [EXE, "serve", "--bundle", str(EXAMPLE_POLICY)], capture_output=True, text=True,
+        [EXE, "serve", "--bundle", str(EXAMPLE_POLICY)],
+        capture_output=True,
+        text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")},
         timeout=30,
     )
@@ -145,8 +175,19 @@ def test_passwords_and_tokens_never_reach_the_log(tmp_path: Path) -> None:
         sock = tmp_path / "s.sock"
         url = f"redis://default:{secret}@127.0.0.1:{server.port}/0"
         process = _serve(
-            ["--listen", f"unix:{sock}", "--redis", url, "--bundle", str(EXAMPLE_POLICY),
-             "--allow-unsigned", "--workload-principal", RANKER, "--log-level", "debug"],
+            [
+                "--listen",
+                f"unix:{sock}",
+                "--redis",
+                url,
+                "--bundle",
+                str(EXAMPLE_POLICY),
+                "--allow-unsigned",
+                "--workload-principal",
+                RANKER,
+                "--log-level",
+                "debug",
+            ],
         )
         try:
             _wait_serving(f"unix:{sock}", process)
@@ -173,13 +214,31 @@ def test_passwords_and_tokens_never_reach_the_log(tmp_path: Path) -> None:
 def test_sigterm_lets_in_flight_calls_finish_and_exits_0(
     redis_server: LocalRedis, tmp_path: Path
 ) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1},
-               {"age": 34}, time.time_ns())
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34},
+        time.time_ns(),
+    )
     sock = tmp_path / "s.sock"
     process = _serve(
-        ["--listen", f"unix:{sock}", "--redis", redis_server.url, "--bundle", str(EXAMPLE_POLICY),
-         "--allow-unsigned", "--workload-principal", RANKER, "--redis-timeout", "5s",
-         "--grace-period", "5s"],
+        [
+            "--listen",
+            f"unix:{sock}",
+            "--redis",
+            redis_server.url,
+            "--bundle",
+            str(EXAMPLE_POLICY),
+            "--allow-unsigned",
+            "--workload-principal",
+            RANKER,
+            "--redis-timeout",
+            "5s",
+            "--grace-period",
+            "5s",
+        ],
     )
     _wait_serving(f"unix:{sock}", process)
     _, client = stub(f"unix:{sock}")

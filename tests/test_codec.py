@@ -99,7 +99,10 @@ def test_columns_fast_and_general_paths_agree() -> None:
     assert fast.statuses.tolist() == [Status.PRESENT] * 3
     general = decode_column([encode_value(0.25, kind), None, b"", b"\x29\x00"], kind)
     assert general.statuses.tolist() == [
-        Status.PRESENT, Status.NOT_FOUND, Status.NULL_VALUE, Status.NULL_VALUE
+        Status.PRESENT,
+        Status.NOT_FOUND,
+        Status.NULL_VALUE,
+        Status.NULL_VALUE,
     ]
     assert general.decode_errors == 1
     assert general.data is not None and general.data.tolist() == [0.25, 0.0, 0.0, 0.0]

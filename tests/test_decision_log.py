@@ -26,22 +26,43 @@ F_SETPIPE_SZ = 1031
 
 def _outcome() -> CallOutcome:
     record = CallRecord(
-        principal="support-console", roles=("support-tool",), revision=3, entities=2, features=2,
-        allowed=["user_profile:email", "user_profile:age"], denied=[],
-        masked=["user_profile:email"], entity_values={"user_id": [7, 8]},
+        principal="support-console",
+        roles=("support-tool",),
+        revision=3,
+        entities=2,
+        features=2,
+        allowed=["user_profile:email", "user_profile:age"],
+        denied=[],
+        masked=["user_profile:email"],
+        entity_values={"user_id": [7, 8]},
     )
-    return CallOutcome("GetFeatures", grpc.StatusCode.OK, 0.0012345, "req-1", record,
-                       Identity("support-console", (), "jwt"))
+    return CallOutcome(
+        "GetFeatures",
+        grpc.StatusCode.OK,
+        0.0012345,
+        "req-1",
+        record,
+        Identity("support-console", (), "jwt"),
+    )
 
 
 @pytest.mark.parametrize(
     ("mode", "entities"),
     [
         ("plain", {"user_id": [7, 8]}),
-        ("hashed", {"user_id": [
-            hmac.new(b"feature-sidecar/decision-log", b"user_id=7", hashlib.sha256).hexdigest()[:16],
-            hmac.new(b"feature-sidecar/decision-log", b"user_id=8", hashlib.sha256).hexdigest()[:16],
-        ]}),
+        (
+            "hashed",
+            {
+                "user_id": [
+                    hmac.new(
+                        b"feature-sidecar/decision-log", b"user_id=7", hashlib.sha256
+                    ).hexdigest()[:16],
+                    hmac.new(
+                        b"feature-sidecar/decision-log", b"user_id=8", hashlib.sha256
+                    ).hexdigest()[:16],
+                ]
+            },
+        ),
         ("none", None),
     ],
 )
@@ -58,8 +79,11 @@ def test_one_line_per_call_with_every_field(mode: str, entities: Any) -> None:
         "principal": "support-console",
         "identity_source": "jwt",
         "roles": ["support-tool"],
-        "features": {"allowed": ["user_profile:email", "user_profile:age"], "denied": [],
-                     "masked": ["user_profile:email"]},
+        "features": {
+            "allowed": ["user_profile:email", "user_profile:age"],
+            "denied": [],
+            "masked": ["user_profile:email"],
+        },
         "entity_count": 2,
         "policy_revision": 3,
         "code": "OK",
@@ -74,19 +98,31 @@ def test_one_line_per_call_with_every_field(mode: str, entities: Any) -> None:
 def test_lines_from_real_calls_and_no_token_in_them(
     redis_server: Any, sidecar_factory: Any, tmp_path: Path
 ) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1},
-               {"age": 34, "email": "a@x"}, time.time_ns())
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34, "email": "a@x"},
+        time.time_ns(),
+    )
     issuer = TokenIssuer(tmp_path)
     path = tmp_path / "decisions.jsonl"
-    sidecar = sidecar_factory(redis=redis_server.url, bundle=str(EXAMPLE_POLICY),
-                              decision_log=str(path), **issuer.settings())
+    sidecar = sidecar_factory(
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        decision_log=str(path),
+        **issuer.settings(),
+    )
     _, client = stub(sidecar.address)
     token = issuer.token("spiffe://cluster.local/ns/ml/sa/ranker")
-    client.GetFeatures(request(["user_profile:age"], {"user_id": [1]}), metadata=bearer(token),
-                       timeout=5)
+    client.GetFeatures(
+        request(["user_profile:age"], {"user_id": [1]}), metadata=bearer(token), timeout=5
+    )
     with pytest.raises(grpc.RpcError):
-        client.GetFeatures(request(["user_profile:email"], {"user_id": [1]}),
-                           metadata=bearer(token), timeout=5)
+        client.GetFeatures(
+            request(["user_profile:email"], {"user_id": [1]}), metadata=bearer(token), timeout=5
+        )
     sidecar.wait_for(lambda: path.exists() and path.read_text().count("\n") == 2)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(x["code"], x["features"]["allowed"], x["features"]["denied"]) for x in lines] == [
@@ -101,8 +137,14 @@ def test_lines_from_real_calls_and_no_token_in_them(
 def test_a_full_queue_drops_and_counts_lines_and_calls_are_not_slowed(
     redis_server: Any, sidecar_factory: Any, tmp_path: Path
 ) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 34},
-               time.time_ns())
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34},
+        time.time_ns(),
+    )
     fifo = tmp_path / "decisions.fifo"
     os.mkfifo(fifo)
     # A reader that never reads, on a one-page pipe: the writer thread soon blocks for good.
@@ -110,8 +152,11 @@ def test_a_full_queue_drops_and_counts_lines_and_calls_are_not_slowed(
     try:
         fcntl.fcntl(reader, F_SETPIPE_SZ, 4096)
         sidecar = sidecar_factory(
-            redis=redis_server.url, bundle=str(EXAMPLE_POLICY), decision_log=str(fifo),
-            decision_log_queue=2, workload_principal="spiffe://cluster.local/ns/ml/sa/ranker",
+            redis=redis_server.url,
+            bundle=str(EXAMPLE_POLICY),
+            decision_log=str(fifo),
+            decision_log_queue=2,
+            workload_principal="spiffe://cluster.local/ns/ml/sa/ranker",
         )
         _, client = stub(sidecar.address)
         message = request(["user_profile:age"], {"user_id": list(range(40))})

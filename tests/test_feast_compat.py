@@ -6,7 +6,16 @@ import json
 from datetime import datetime
 from typing import Any
 
-from support import FEAST_POLICY, FIXTURES, by_name, column_values, request, statuses, stub, timestamps
+from support import (
+    FEAST_POLICY,
+    FIXTURES,
+    by_name,
+    column_values,
+    request,
+    statuses,
+    stub,
+    timestamps,
+)
 
 from featuresidecar.v1 import feature_service_pb2 as pb
 from featuresidecar_server.policy_yaml import load_policy_file

@@ -38,8 +38,14 @@ def _wait_health(address: str, wanted: int, timeout: float = 10.0) -> None:
 
 
 def _seed(url: str) -> None:
-    put_entity(url, EXAMPLE_POLICY, "user_profile", {"user_id": 1},
-               {"age": 34, "country": "DE", "email": "a@x", "embedding": None}, time.time_ns())
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34, "country": "DE", "email": "a@x", "embedding": None},
+        time.time_ns(),
+    )
 
 
 def test_redis_lost_gives_unavailable_fast_and_recovers_without_restart(
@@ -47,8 +53,11 @@ def test_redis_lost_gives_unavailable_fast_and_recovers_without_restart(
 ) -> None:
     _seed(redis_server.url)
     sidecar = sidecar_factory(
-        redis=redis_server.url, bundle=str(EXAMPLE_POLICY), workload_principal=RANKER,
-        redis_timeout=0.3, redis_health_interval=0.1,
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal=RANKER,
+        redis_timeout=0.3,
+        redis_health_interval=0.1,
     )
     _, client = stub(sidecar.address)
     message = request(["user_profile:age"], {"user_id": [1]})
@@ -76,8 +85,11 @@ def test_a_hung_redis_fails_the_call_within_the_redis_timeout(
 ) -> None:
     _seed(redis_server.url)
     sidecar = sidecar_factory(
-        redis=redis_server.url, bundle=str(EXAMPLE_POLICY), workload_principal=RANKER,
-        redis_timeout=0.3, redis_health_interval=0.1,
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal=RANKER,
+        redis_timeout=0.3,
+        redis_health_interval=0.1,
     )
     _, client = stub(sidecar.address)
     message = request(["user_profile:age"], {"user_id": [1]})
@@ -121,13 +133,14 @@ def test_not_serving_until_a_policy_is_active(
     _wait_health(sidecar.address, SERVING)
 
 
-def test_not_serving_while_redis_has_never_answered(
-    sidecar_factory: Any, tmp_path: Path
-) -> None:
+def test_not_serving_while_redis_has_never_answered(sidecar_factory: Any, tmp_path: Path) -> None:
     missing = LocalRedis()  # never started: nothing listens on its port
     sidecar = sidecar_factory(
-        redis=missing.url, bundle=str(EXAMPLE_POLICY), workload_principal=RANKER,
-        redis_timeout=0.2, ready=False,
+        redis=missing.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal=RANKER,
+        redis_timeout=0.2,
+        ready=False,
     )
     sidecar.wait_for(lambda: sidecar.sidecar.readiness.policy_ready)
     assert _health(sidecar.address) == NOT_SERVING
@@ -157,7 +170,9 @@ def test_reflection_is_on_by_default_and_can_be_turned_off(
         "grpc.reflection.v1alpha.ServerReflection",
     ]
     off = sidecar_factory(
-        redis=redis_server.url, bundle=str(EXAMPLE_POLICY), reflection=False,
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        reflection=False,
         listen=[f"unix:{tmp_path}/off.sock"],
     )
     code, _ = code_of(lambda: _reflected_services(off.address))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
-import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -59,8 +59,13 @@ def _unsigned(claims: dict[str, Any], header: dict[str, Any]) -> str:
 
 
 def _claims(issuer: TokenIssuer, **changes: Any) -> dict[str, Any]:
-    claims = {"sub": "alice", "iss": issuer.ISSUER, "aud": issuer.AUDIENCE,
-              "iat": int(NOW), "exp": int(NOW + 300)}
+    claims = {
+        "sub": "alice",
+        "iss": issuer.ISSUER,
+        "aud": issuer.AUDIENCE,
+        "iat": int(NOW),
+        "exp": int(NOW + 300),
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -78,25 +83,49 @@ def test_every_token_failure_is_unauthenticated_with_its_reason(tmp_path: Path) 
     hs256 = signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
     cases = {
         "expired": (issuer.token("alice", now=NOW - 400, ttl=60), "token expired"),
-        "wrong audience": (issuer.token("alice", now=NOW, aud="someone-else"),
-                           "token has the wrong audience"),
-        "wrong issuer": (issuer.token("alice", now=NOW, iss="https://evil.test"),
-                         "token has the wrong issuer"),
-        "alg none": (_unsigned(_claims(issuer), {"alg": "none", "typ": "JWT"}),
-                     "token algorithm 'none' is refused (accepted: RS256, ES256, EdDSA)"),
-        "hs256 with the public key": (hs256,
-                                      "token algorithm 'HS256' is refused (accepted: RS256, "
-                                      "ES256, EdDSA)"),
+        "wrong audience": (
+            issuer.token("alice", now=NOW, aud="someone-else"),
+            "token has the wrong audience",
+        ),
+        "wrong issuer": (
+            issuer.token("alice", now=NOW, iss="https://evil.test"),
+            "token has the wrong issuer",
+        ),
+        "alg none": (
+            _unsigned(_claims(issuer), {"alg": "none", "typ": "JWT"}),
+            "token algorithm 'none' is refused (accepted: RS256, ES256, EdDSA)",
+        ),
+        "hs256 with the public key": (
+            hs256,
+            "token algorithm 'HS256' is refused (accepted: RS256, ES256, EdDSA)",
+        ),
         "bad signature": (other.token("alice", now=NOW), "token has a bad signature"),
-        "unknown key": (jwt.encode(_claims(issuer), issuer.private, algorithm="RS256",
-                                   headers={"kid": "nope"}),
-                        "token signed by an unknown key (kid 'nope')"),
-        "not yet valid": (issuer.token("alice", now=NOW, nbf=int(NOW + 120)),
-                          "token is not valid yet (nbf)"),
-        "no exp": (jwt.encode(_claims(issuer, exp=None), issuer.private, algorithm="RS256",
-                              headers={"kid": "test-key"}), "token lacks the 'exp' claim"),
-        "no sub": (jwt.encode(_claims(issuer, sub=None), issuer.private, algorithm="RS256",
-                              headers={"kid": "test-key"}), "token lacks the 'sub' claim"),
+        "unknown key": (
+            jwt.encode(_claims(issuer), issuer.private, algorithm="RS256", headers={"kid": "nope"}),
+            "token signed by an unknown key (kid 'nope')",
+        ),
+        "not yet valid": (
+            issuer.token("alice", now=NOW, nbf=int(NOW + 120)),
+            "token is not valid yet (nbf)",
+        ),
+        "no exp": (
+            jwt.encode(
+                _claims(issuer, exp=None),
+                issuer.private,
+                algorithm="RS256",
+                headers={"kid": "test-key"},
+            ),
+            "token lacks the 'exp' claim",
+        ),
+        "no sub": (
+            jwt.encode(
+                _claims(issuer, sub=None),
+                issuer.private,
+                algorithm="RS256",
+                headers={"kid": "test-key"},
+            ),
+            "token lacks the 'sub' claim",
+        ),
         "garbage": ("not-a-token", "malformed bearer token"),
     }
     for name, (token, reason) in cases.items():
@@ -117,8 +146,9 @@ def test_a_cached_token_still_expires(tmp_path: Path) -> None:
     issuer = TokenIssuer(tmp_path)
     clock = [NOW]
     auth = Authenticator(
-        jwt_settings=JwtSettings(str(issuer.jwks_path), issuer=issuer.ISSUER,
-                                 audience=issuer.AUDIENCE),
+        jwt_settings=JwtSettings(
+            str(issuer.jwks_path), issuer=issuer.ISSUER, audience=issuer.AUDIENCE
+        ),
         clock=lambda: clock[0],
     )
     token = issuer.token("alice", now=NOW, ttl=60)
@@ -168,8 +198,15 @@ def test_no_identity_and_bad_headers(tmp_path: Path) -> None:
 # --- end to end ---------------------------------------------------------------------------------
 
 
-def _cert(subject: str, issuer_key: Any, issuer_name: x509.Name, key: Any, *,
-          ca: bool = False, san: list[x509.GeneralName] | None = None) -> x509.Certificate:
+def _cert(
+    subject: str,
+    issuer_key: Any,
+    issuer_name: x509.Name,
+    key: Any,
+    *,
+    ca: bool = False,
+    san: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -191,8 +228,9 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 def _key_pem(key: Any) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +242,11 @@ def pki() -> dict[str, bytes]:
     import ipaddress
 
     for name, subject, san in (
-        ("server", "localhost", [x509.DNSName("localhost"),
-                                 x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        (
+            "server",
+            "localhost",
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        ),
         ("spiffe", "ignored-cn", [x509.UniformResourceIdentifier(RANKER)]),
         ("cn", "support-console", None),
     ):
@@ -216,19 +257,31 @@ def pki() -> dict[str, bytes]:
 
 
 @pytest.fixture
-def tls_sidecar(pki: dict[str, bytes], redis_server: Any, sidecar_factory: Any,
-                tmp_path: Path) -> Any:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1},
-               {"age": 34, "country": "DE"}, time.time_ns())
+def tls_sidecar(
+    pki: dict[str, bytes], redis_server: Any, sidecar_factory: Any, tmp_path: Path
+) -> Any:
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34, "country": "DE"},
+        time.time_ns(),
+    )
     files = {}
     for name in ("ca", "server", "server_key"):
         files[name] = tmp_path / f"{name}.pem"
         files[name].write_bytes(pki[name])
     issuer = TokenIssuer(tmp_path)
     sidecar = sidecar_factory(
-        redis=redis_server.url, bundle=str(EXAMPLE_POLICY), listen=["127.0.0.1:0"],
-        tls_cert=str(files["server"]), tls_key=str(files["server_key"]),
-        tls_client_ca=str(files["ca"]), workload_principal=RANKER, **issuer.settings(),
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        listen=["127.0.0.1:0"],
+        tls_cert=str(files["server"]),
+        tls_key=str(files["server_key"]),
+        tls_client_ca=str(files["ca"]),
+        workload_principal=RANKER,
+        **issuer.settings(),
     )
     sidecar.issuer = issuer
     return sidecar
@@ -240,8 +293,9 @@ def _tls_channel(sidecar: Any, pki: dict[str, bytes], who: str | None) -> grpc.C
         private_key=pki[who + "_key"] if who else None,
         certificate_chain=pki[who] if who else None,
     )
-    return grpc.secure_channel(sidecar.address, credentials,
-                               options=[("grpc.ssl_target_name_override", "localhost")])
+    return grpc.secure_channel(
+        sidecar.address, credentials, options=[("grpc.ssl_target_name_override", "localhost")]
+    )
 
 
 def test_mtls_principal_is_the_spiffe_id_else_the_common_name(
@@ -250,10 +304,12 @@ def test_mtls_principal_is_the_spiffe_id_else_the_common_name(
     ranker = pb_grpc.FeatureServiceStub(_tls_channel(tls_sidecar, pki, "spiffe"))
     response = ranker.GetFeatures(request(["user_profile:age"], {"user_id": [1]}), timeout=5)
     assert column_values(response.columns[0]) == [34]
-    assert code_of(lambda: ranker.GetFeatures(
-        request(["user_profile:country"], {"user_id": [1]}), timeout=5
-    )) == (grpc.StatusCode.PERMISSION_DENIED,
-           f"principal '{RANKER}' may not read: user_profile:country")
+    assert code_of(
+        lambda: ranker.GetFeatures(request(["user_profile:country"], {"user_id": [1]}), timeout=5)
+    ) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"principal '{RANKER}' may not read: user_profile:country",
+    )
     support = pb_grpc.FeatureServiceStub(_tls_channel(tls_sidecar, pki, "cn"))
     response = support.GetFeatures(request(["user_profile:country"], {"user_id": [1]}), timeout=5)
     assert column_values(response.columns[0]) == ["DE"]
@@ -269,28 +325,38 @@ def test_a_bearer_token_comes_before_the_certificate(
     )
     assert column_values(response.columns[0]) == ["DE"]
     bad = tls_sidecar.issuer.token("support-console", ttl=-100)
-    assert code_of(lambda: ranker_cert.GetFeatures(
-        request(["user_profile:age"], {"user_id": [1]}), metadata=bearer(bad), timeout=5
-    )) == (grpc.StatusCode.UNAUTHENTICATED, "token expired")
+    assert code_of(
+        lambda: ranker_cert.GetFeatures(
+            request(["user_profile:age"], {"user_id": [1]}), metadata=bearer(bad), timeout=5
+        )
+    ) == (grpc.StatusCode.UNAUTHENTICATED, "token expired")
 
 
 def test_mtls_refuses_a_client_without_a_certificate(
     tls_sidecar: Any, pki: dict[str, bytes]
 ) -> None:
     anonymous = pb_grpc.FeatureServiceStub(_tls_channel(tls_sidecar, pki, None))
-    code, _ = code_of(lambda: anonymous.GetFeatures(
-        request(["user_profile:age"], {"user_id": [1]}), timeout=5
-    ))
+    code, _ = code_of(
+        lambda: anonymous.GetFeatures(request(["user_profile:age"], {"user_id": [1]}), timeout=5)
+    )
     assert code == grpc.StatusCode.UNAVAILABLE
 
 
 def test_workload_principal_only_on_the_unix_socket_and_probes_need_no_identity(
     redis_server: Any, sidecar_factory: Any, tmp_path: Path
 ) -> None:
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_profile", {"user_id": 1}, {"age": 34},
-               time.time_ns())
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34},
+        time.time_ns(),
+    )
     sidecar = sidecar_factory(
-        redis=redis_server.url, bundle=str(EXAMPLE_POLICY), workload_principal=RANKER,
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal=RANKER,
         listen=[f"unix:{tmp_path}/w.sock", "127.0.0.1:0"],
     )
     unix_address, tcp_address = sidecar.sidecar.addresses
@@ -299,9 +365,11 @@ def test_workload_principal_only_on_the_unix_socket_and_probes_need_no_identity(
         response = pb_grpc.FeatureServiceStub(channel).GetFeatures(message, timeout=5)
         assert column_values(response.columns[0]) == [34]
     with grpc.insecure_channel(tcp_address) as channel:
-        assert code_of(
-            lambda: pb_grpc.FeatureServiceStub(channel).GetFeatures(message, timeout=5)
-        )[0] == grpc.StatusCode.UNAUTHENTICATED
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                           timeout=5)
+        assert (
+            code_of(lambda: pb_grpc.FeatureServiceStub(channel).GetFeatures(message, timeout=5))[0]
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING

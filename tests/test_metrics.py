@@ -28,12 +28,11 @@ from test_metrics_support import (
     write_policy,
 )
 
-from featuresidecar_server.codec import Status, build_column
+from featuresidecar_server.codec import Status
 from featuresidecar_server.grpc_service import CallOutcome
 from featuresidecar_server.metrics import LATENCY_BUCKETS, BulkHistogram, SidecarMetrics
 from featuresidecar_server.metrics_calls import CallMetrics
 from featuresidecar_server.service import CallRecord
-from featuresidecar_server.valuetypes import KINDS
 
 FS = {"grpc_type": "unary", "grpc_service": "featuresidecar.v1.FeatureService"}
 GET = {**FS, "grpc_method": "GetFeatures"}
@@ -436,11 +435,9 @@ def _outcome(rows: int, now: int) -> CallOutcome:
     record.now_ns = now
     statuses = np.array([Status.PRESENT, Status.NOT_FOUND, Status.STALE] * rows, np.uint8)[:rows]
     for view, age in (("profile", 5), ("profile", 7200), ("stats", 40)):
-        column = build_column(KINDS["int64"], statuses.copy(), [1] * rows)
         stamps = np.full(rows, now - age * 1_000_000_000, np.int64)
         stamps[statuses == Status.NOT_FOUND] = 0
-        column.timestamps = stamps
-        record.columns.append((view, column))
+        record.columns.append((view, statuses.copy(), stamps))
     return CallOutcome("GetFeatures", grpc.StatusCode.OK, 0.001, "r", record, None)
 
 

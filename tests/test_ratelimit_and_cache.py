@@ -38,8 +38,9 @@ def test_buckets_are_bounded() -> None:
 
 
 def test_decisions_are_prepared_once_per_principal_and_feature_set() -> None:
-    snapshot = Snapshot(load_policy_file(str(EXAMPLE_POLICY)), revision=1, digest="d",
-                        source="s", signed=False)
+    snapshot = Snapshot(
+        load_policy_file(str(EXAMPLE_POLICY)), revision=1, digest="d", source="s", signed=False
+    )
     ranker = Identity("spiffe://cluster.local/ns/ml/sa/ranker")
     refs = ("user_profile:age", "user_stats:ctr_7d")
     first = snapshot.prepare(ranker, refs)

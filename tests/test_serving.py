@@ -33,23 +33,62 @@ EMBEDDING = [0.5, -0.25] * 16
 def world(redis_server: Any, sidecar_factory: Any, tmp_path: Path) -> dict[str, Any]:
     now = time.time_ns()
     url = redis_server.url
-    put_entity(url, EXAMPLE_POLICY, "user_profile", {"user_id": 1},
-               {"age": 34, "country": "DE", "email": "a@example.com", "embedding": EMBEDDING},
-               now - HOUR)
-    put_entity(url, EXAMPLE_POLICY, "user_profile", {"user_id": 2},
-               {"age": None, "country": "FR", "email": "a@example.com", "embedding": None},
-               now - HOUR)
-    put_entity(url, EXAMPLE_POLICY, "user_profile", {"user_id": 4},
-               {"age": 51, "country": "PL", "email": "d@example.com", "embedding": EMBEDDING},
-               now - 8 * 24 * HOUR)
-    put_entity(url, EXAMPLE_POLICY, "user_stats", {"user_id": 1},
-               {"ctr_7d": 0.25, "orders_30d": 7, "is_premium": True}, now - HOUR)
-    put_entity(url, EXAMPLE_POLICY, "user_stats", {"user_id": 2},
-               {"ctr_7d": 0.5, "orders_30d": 3, "is_premium": False}, now - 10 * HOUR)
-    put_entity(url, EXAMPLE_POLICY, "user_item", {"user_id": 1, "item_id": "i1"},
-               {"affinity": 0.75}, now - HOUR // 6)
-    put_entity(url, EXAMPLE_POLICY, "user_item", {"user_id": 2, "item_id": "i2"},
-               {"affinity": 0.125}, now - 2 * HOUR)
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 1},
+        {"age": 34, "country": "DE", "email": "a@example.com", "embedding": EMBEDDING},
+        now - HOUR,
+    )
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 2},
+        {"age": None, "country": "FR", "email": "a@example.com", "embedding": None},
+        now - HOUR,
+    )
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 4},
+        {"age": 51, "country": "PL", "email": "d@example.com", "embedding": EMBEDDING},
+        now - 8 * 24 * HOUR,
+    )
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_stats",
+        {"user_id": 1},
+        {"ctr_7d": 0.25, "orders_30d": 7, "is_premium": True},
+        now - HOUR,
+    )
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_stats",
+        {"user_id": 2},
+        {"ctr_7d": 0.5, "orders_30d": 3, "is_premium": False},
+        now - 10 * HOUR,
+    )
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_item",
+        {"user_id": 1, "item_id": "i1"},
+        {"affinity": 0.75},
+        now - HOUR // 6,
+    )
+    put_entity(
+        url,
+        EXAMPLE_POLICY,
+        "user_item",
+        {"user_id": 2, "item_id": "i2"},
+        {"affinity": 0.125},
+        now - 2 * HOUR,
+    )
     issuer = TokenIssuer(tmp_path)
     sidecar = sidecar_factory(
         redis=url,
@@ -73,7 +112,10 @@ def test_feature_service_returns_every_status_and_the_rules(world: dict[str, Any
     response = _get(
         world,
         _as(world, RANKER),
-        request(service="ranking_v3", entities={"user_id": [1, 2, 3, 4], "item_id": ["i1", "i2", "i3", "i4"]}),
+        request(
+            service="ranking_v3",
+            entities={"user_id": [1, 2, 3, 4], "item_id": ["i1", "i2", "i3", "i4"]},
+        ),
     )
     assert list(response.feature_names) == [
         "user_profile:age",
@@ -113,7 +155,10 @@ def test_features_come_back_in_request_order(world: dict[str, Any]) -> None:
     response = _get(
         world,
         _as(world, "x", ("data-science",)),
-        request(["user_stats:orders_30d", "user_profile:country", "user_profile:age"], {"user_id": [2, 1]}),
+        request(
+            ["user_stats:orders_30d", "user_profile:country", "user_profile:age"],
+            {"user_id": [2, 1]},
+        ),
     )
     assert list(response.feature_names) == [
         "user_stats:orders_30d",
@@ -133,40 +178,82 @@ def test_empty_batch_is_an_empty_answer(world: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("message", "code", "details"),
     [
-        (request(["user_profile:agee"], {"user_id": [1]}), grpc.StatusCode.NOT_FOUND,
-         "features[0]: view 'user_profile' has no feature 'agee'"),
-        (request(["user_profil:age"], {"user_id": [1]}), grpc.StatusCode.NOT_FOUND,
-         "features[0]: unknown feature view 'user_profil' in 'user_profil:age'"),
-        (request(service="ranking_v9", entities={"user_id": [1]}), grpc.StatusCode.NOT_FOUND,
-         "feature_service: unknown feature service 'ranking_v9'"),
-        (request(["user_profile"], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
-         "features[0]: 'user_profile' is not a feature reference of the form 'view:feature'"),
-        (request(["user_profile:age:x"], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
-         "features[0]: 'user_profile:age:x' is not a feature reference of the form 'view:feature'"),
-        (request(["user_profile:age", "user_profile:age"], {"user_id": [1]}),
-         grpc.StatusCode.INVALID_ARGUMENT, "features[1]: 'user_profile:age' is requested twice"),
-        (request([], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
-         "features: name at least one feature, or set feature_service"),
-        (request(["user_profile:age"], {"user_id": [1]}, service="ranking_v3"),
-         grpc.StatusCode.INVALID_ARGUMENT,
-         "features and feature_service are exclusive: set one of them, not both"),
-        (request(["user_item:affinity"], {"user_id": [1, 2], "item_id": ["a"]}),
-         grpc.StatusCode.INVALID_ARGUMENT,
-         "entities.user_id: has 2 values but entities.item_id has 1; every join key needs one "
-         "value per row"),
-        (request(["user_profile:age"], {"user_id": ["1"]}), grpc.StatusCode.INVALID_ARGUMENT,
-         "entities.user_id: join key 'user_id' takes int64 values, but the request carries string "
-         "values"),
-        (request(["user_item:affinity"], {"user_id": [1], "item_id": [5]}),
-         grpc.StatusCode.INVALID_ARGUMENT,
-         "entities.item_id: join key 'item_id' takes string values, but the request carries int64 "
-         "values"),
-        (request(["user_item:affinity"], {"user_id": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
-         "entities: missing join key 'item_id', needed by feature view 'user_item'"),
-        (request(["user_profile:age"], {}), grpc.StatusCode.INVALID_ARGUMENT,
-         "entities: missing join key 'user_id', needed by feature view 'user_profile'"),
-        (request(["user_profile:age"], {"userid": [1]}), grpc.StatusCode.INVALID_ARGUMENT,
-         "entities.userid: unknown join key (the catalog has: item_id, user_id)"),
+        (
+            request(["user_profile:agee"], {"user_id": [1]}),
+            grpc.StatusCode.NOT_FOUND,
+            "features[0]: view 'user_profile' has no feature 'agee'",
+        ),
+        (
+            request(["user_profil:age"], {"user_id": [1]}),
+            grpc.StatusCode.NOT_FOUND,
+            "features[0]: unknown feature view 'user_profil' in 'user_profil:age'",
+        ),
+        (
+            request(service="ranking_v9", entities={"user_id": [1]}),
+            grpc.StatusCode.NOT_FOUND,
+            "feature_service: unknown feature service 'ranking_v9'",
+        ),
+        (
+            request(["user_profile"], {"user_id": [1]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "features[0]: 'user_profile' is not a feature reference of the form 'view:feature'",
+        ),
+        (
+            request(["user_profile:age:x"], {"user_id": [1]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "features[0]: 'user_profile:age:x' is not a feature reference of the form "
+            "'view:feature'",
+        ),
+        (
+            request(["user_profile:age", "user_profile:age"], {"user_id": [1]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "features[1]: 'user_profile:age' is requested twice",
+        ),
+        (
+            request([], {"user_id": [1]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "features: name at least one feature, or set feature_service",
+        ),
+        (
+            request(["user_profile:age"], {"user_id": [1]}, service="ranking_v3"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "features and feature_service are exclusive: set one of them, not both",
+        ),
+        (
+            request(["user_item:affinity"], {"user_id": [1, 2], "item_id": ["a"]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "entities.user_id: has 2 values but entities.item_id has 1; every join key needs one "
+            "value per row",
+        ),
+        (
+            request(["user_profile:age"], {"user_id": ["1"]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "entities.user_id: join key 'user_id' takes int64 values, "
+            "but the request carries string "
+            "values",
+        ),
+        (
+            request(["user_item:affinity"], {"user_id": [1], "item_id": [5]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "entities.item_id: join key 'item_id' takes string values, "
+            "but the request carries int64 "
+            "values",
+        ),
+        (
+            request(["user_item:affinity"], {"user_id": [1]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "entities: missing join key 'item_id', needed by feature view 'user_item'",
+        ),
+        (
+            request(["user_profile:age"], {}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "entities: missing join key 'user_id', needed by feature view 'user_profile'",
+        ),
+        (
+            request(["user_profile:age"], {"userid": [1]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "entities.userid: unknown join key (the catalog has: item_id, user_id)",
+        ),
     ],
 )
 def test_bad_requests_get_the_right_code_and_one_clear_sentence(
@@ -195,7 +282,12 @@ def test_list_features_shows_the_catalog_entries(world: dict[str, Any]) -> None:
     assert refs == ["user_profile:age", "user_profile:country", "user_profile:embedding"]
     age = response.features[0]
     assert (age.view, age.name, age.type, age.description, age.owner, list(age.tags)) == (
-        "user_profile", "age", pb.INT64, "Age in whole years", "growth", ["demographic"]
+        "user_profile",
+        "age",
+        pb.INT64,
+        "Age in whole years",
+        "growth",
+        ["demographic"],
     )
     assert list(age.entities) == ["user"]
     assert list(age.join_keys) == ["user_id"]

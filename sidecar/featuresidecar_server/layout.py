@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import mmh3
 
@@ -17,6 +17,7 @@ from .catalog import Catalog
 from .entity_key import EntityValueError, key_prefix, serialize_value
 from .errors import InvalidArgument
 from .policy import Feature
+from .resp import pack_args
 from .valuetypes import ValueKind
 
 
@@ -37,6 +38,16 @@ class Group:
     join_keys: tuple[tuple[str, ValueKind], ...]
     prefix: bytes
     fields: tuple[bytes, ...]
+
+    @cached_property
+    def command_head(self) -> bytes:
+        """RESP of `HMGET` up to the key: the same for every row."""
+        return b"*%d\r\n$5\r\nHMGET\r\n" % (len(self.fields) + 2)
+
+    @cached_property
+    def command_tail(self) -> bytes:
+        """RESP of the field arguments after the key: packed once per plan."""
+        return pack_args(self.fields)
 
 
 @dataclass(frozen=True)
@@ -107,3 +118,15 @@ def entity_keys(
         parts.append(project)
         keys.append(b"".join(parts))
     return keys
+
+
+def pack_commands(
+    plan: ReadPlan, entities: Mapping[str, Sequence[int | str]], rows: int, project: bytes
+) -> bytes:
+    """Every HMGET of a request as one RESP payload (groups in order, rows in order)."""
+    parts: list[bytes] = []
+    for group in plan.groups:
+        head, tail = group.command_head, group.command_tail
+        for key in entity_keys(group, entities, rows, project):
+            parts.append(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, tail))
+    return b"".join(parts)

@@ -54,7 +54,7 @@ class ServedValues:
 
     def add(self, record: CallRecord) -> None:
         """Called on the request path for every GetFeatures call that named its features."""
-        columns = [(view, column.statuses, column.timestamps) for view, column in record.columns]
+        columns = record.columns
         with self._pending_lock:
             self._pending.append((record.now_ns, record.entities, record.features, columns))
             self._pending_values += record.entities * len(columns)

@@ -54,9 +54,7 @@ class FeatureIndex:
             for tag in feature.tags:
                 self.by_tag.setdefault(tag, []).append(feature)
 
-    def select(
-        self, selector: Selector, services: Mapping[str, frozenset[str]]
-    ) -> list[Feature]:
+    def select(self, selector: Selector, services: Mapping[str, frozenset[str]]) -> list[Feature]:
         """The matching features, in catalog order."""
         if selector.kind == "tag":
             return list(self.by_tag.get(selector.name, ()))

@@ -8,9 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
-
-from .grpc_service import SERVICE, FeatureServicer
+from .grpc_service import SERVICE, FeatureServicer, handlers
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -57,7 +55,7 @@ def build_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
     )
-    pb_grpc.add_FeatureServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    server.add_generic_rpc_handlers((handlers(servicer),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if reflection_on:
         names = (

@@ -7,7 +7,7 @@ serving rules -> response. The gRPC layer passes in the verified identity and co
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,15 +15,13 @@ import numpy as np
 
 from featuresidecar.v1 import feature_service_pb2 as pb
 
+from . import wire
 from .access import Identity
-from .codec import Column, decode_column, decode_timestamp
+from .columns import TimestampCache, build_columns
 from .errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
-from .layout import entity_keys
+from .layout import pack_commands
 from .ratelimit import RateLimiter
-from .response import column_message
-from .rules import apply_default, apply_freshness, apply_mask, denied_column
 from .snapshot import ActivePolicy, Prepared, Snapshot
-from .store import Reply
 
 
 @dataclass
@@ -39,8 +37,8 @@ class CallRecord:
     denied: list[str] = field(default_factory=list)
     masked: list[str] = field(default_factory=list)
     entity_values: dict[str, list[Any]] = field(default_factory=dict)
-    # Per view: per-status counts and event timestamps of served values.
-    columns: list[tuple[str, Column]] = field(default_factory=list)
+    # (view, statuses, event timestamps) of every served column, for metrics.
+    columns: list[tuple[str, np.ndarray, np.ndarray | None]] = field(default_factory=list)
     rate_limited: bool = False
     now_ns: int = 0
 
@@ -58,6 +56,7 @@ class FeatureReader:
         self.store = store
         self.clock_ns = clock_ns
         self.limiter = limiter or RateLimiter(time.monotonic)
+        self.stamps = TimestampCache()
 
     def snapshot(self) -> Snapshot:
         snapshot = self.active.current
@@ -71,8 +70,9 @@ class FeatureReader:
         identity: Identity,
         record: CallRecord,
         timeout: float | None = None,
-    ) -> pb.GetFeaturesResponse:
-        """The response; `timeout` is what is left of the caller's deadline, if it set one."""
+    ) -> bytes:
+        """The serialized GetFeaturesResponse; `timeout` is what is left of the caller's
+        deadline, if it set one."""
         snapshot = self.snapshot()
         record.principal = identity.principal
         record.revision = snapshot.revision
@@ -85,48 +85,27 @@ class FeatureReader:
         record.roles = prepared.roles
         self._check_access(prepared, identity, request.allow_partial, rows, record)
         _check_join_keys(prepared, entities)
+        record.allowed = [d.ref for d in prepared.decisions if d.allowed]
+        record.masked = [d.ref for d in prepared.decisions if d.allowed and d.mask]
 
-        replies: list[Reply] = []
         plan = prepared.plan
+        replies: list[Any] = []
         if rows and plan.slots:
-            commands: list[tuple[bytes, Sequence[bytes]]] = []
-            for group in plan.groups:
-                fields = group.fields
-                commands.extend(
-                    (key, fields) for key in entity_keys(group, entities, rows, snapshot.project)
-                )
-            replies = await self.store.hmget_many(commands, timeout=timeout)
+            payload = pack_commands(plan, entities, rows, snapshot.project)
+            replies = await self.store.fetch(payload, rows * len(plan.groups), timeout)
         now = self.clock_ns()
         record.now_ns = now
-
-        response = pb.GetFeaturesResponse(policy_revision=snapshot.revision, row_count=rows)
-        response.feature_names.extend(refs)
-        timestamps: dict[tuple[int, int], np.ndarray] = {}
-        for feature, decision, slot_index in zip(
-            prepared.features, prepared.decisions, prepared.slot_of, strict=True
-        ):
-            if slot_index < 0:
-                column = denied_column(feature.kind, rows)
-            else:
-                slot = plan.slots[slot_index]
-                base = slot.group * rows
-                group_replies = replies[base : base + rows]
-                raws = [reply[slot.field] for reply in group_replies]
-                ts_key = (slot.group, slot.ts_field)
-                ts = timestamps.get(ts_key)
-                if ts is None:
-                    ts = timestamps[ts_key] = _timestamps(group_replies, slot.ts_field)
-                column = decode_column(raws, feature.kind)
-                apply_freshness(column, ts, now, decision.max_age_ns)
-                if decision.mask is not None:
-                    column = apply_mask(column, decision.mask, snapshot.mask_key)
-                    record.masked.append(feature.ref)
-                elif decision.has_default:
-                    column = apply_default(column, decision.default)
-                record.allowed.append(feature.ref)
-            record.columns.append((feature.view, column))
-            response.columns.append(column_message(column))
-        return response
+        columns = build_columns(
+            prepared.wanted,
+            plan,
+            replies,
+            rows,
+            now,
+            snapshot.mask_key,
+            self.stamps,
+            record.columns,
+        )
+        return wire.response(prepared.names, columns, snapshot.revision, rows)
 
     def _check_access(
         self,
@@ -272,15 +251,3 @@ def _check_join_keys(prepared: Prepared, entities: Mapping[str, Any]) -> None:
             raise InvalidArgument(
                 f"entities: missing join key {name!r}, needed by feature view {view!r}"
             )
-
-
-def _timestamps(replies: Sequence[Reply], index: int) -> np.ndarray:
-    out = np.zeros(len(replies), dtype=np.int64)
-    for row, reply in enumerate(replies):
-        raw = reply[index]
-        if raw:
-            try:
-                out[row] = decode_timestamp(raw)
-            except ValueError:
-                out[row] = 0
-    return out

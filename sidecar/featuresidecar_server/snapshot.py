@@ -11,8 +11,10 @@ import hmac
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from . import wire
 from .access import Access, Decision, Identity, Limits
 from .catalog import Catalog
+from .columns import Wanted, wanted_of
 from .layout import ReadPlan, build_plan
 from .policy import Feature, Policy
 from .valuetypes import ValueKind
@@ -32,6 +34,9 @@ class Prepared:
     # Join keys the allowed features need: name -> (type, a view that needs it).
     join_keys: dict[str, tuple[ValueKind, str]]
     limits: Limits
+    # The columns to build, and the encoded feature_names field of the response.
+    wanted: tuple[Wanted, ...]
+    names: bytes
 
 
 class Snapshot:
@@ -101,6 +106,8 @@ class Snapshot:
             slot_of=tuple(slot_of),
             join_keys=join_keys,
             limits=self.access.limits_of(roles),
+            wanted=wanted_of(features, decisions, slot_of, plan),
+            names=wire.names(refs),
         )
 
 

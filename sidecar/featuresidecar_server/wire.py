@@ -1,0 +1,84 @@
+"""Hand-written protobuf encoding of GetFeaturesResponse (pure).
+
+The response is built as bytes so that column buffers computed by NumPy go out without a
+protobuf object per column; field numbers follow protos/featuresidecar/v1/feature_service.proto
+and a test parses the result with the generated code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+# GetFeaturesResponse
+_NAMES = 0x0A  # 1: feature_names, LEN
+_COLUMNS = 0x12  # 2: columns, LEN
+_REVISION = 0x18  # 3: policy_revision, VARINT
+_ROWS = 0x20  # 4: row_count, VARINT
+
+# FeatureColumn
+_TYPE = 0x08  # 1: type, VARINT
+_STATUSES = 0x12  # 2: statuses, LEN
+_TIMESTAMPS = 0x1A  # 3: event_timestamps, LEN
+_DATA = 0x22  # 4: data, LEN
+_HAS_DEFAULT = b"\x40\x01"  # 8: has_default = true
+_MASK = 0x48  # 9: mask, VARINT
+
+
+def varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@lru_cache(maxsize=4096)
+def _len_prefix(tag: int, length: int) -> bytes:
+    return bytes((tag,)) + varint(length)
+
+
+def field(tag: int, payload: bytes) -> bytes:
+    return _len_prefix(tag, len(payload)) + payload if payload else b""
+
+
+@lru_cache(maxsize=64)
+def type_field(number: int) -> bytes:
+    return bytes((_TYPE,)) + varint(number)
+
+
+def fixed_column(
+    type_number: int, statuses: bytes, timestamps: bytes, data: bytes, has_default: bool = False
+) -> bytes:
+    """A FeatureColumn of a fixed-width scalar type, already wrapped as response field 2."""
+    body = b"".join(
+        (
+            type_field(type_number),
+            field(_STATUSES, statuses),
+            field(_TIMESTAMPS, timestamps),
+            field(_DATA, data),
+            _HAS_DEFAULT if has_default else b"",
+        )
+    )
+    return _len_prefix(_COLUMNS, len(body)) + body
+
+
+def wrap_column(serialized: bytes) -> bytes:
+    """A FeatureColumn serialized by protobuf, as response field 2."""
+    return _len_prefix(_COLUMNS, len(serialized)) + serialized
+
+
+def names(refs: Iterable[str]) -> bytes:
+    """Field 1 for every feature name: computed once per feature set."""
+    return b"".join(field(_NAMES, ref.encode("utf-8")) or bytes((_NAMES, 0)) for ref in refs)
+
+
+def response(names_part: bytes, columns: Sequence[bytes], revision: int, rows: int) -> bytes:
+    tail = b""
+    if revision:
+        tail += bytes((_REVISION,)) + varint(revision)
+    if rows:
+        tail += bytes((_ROWS,)) + varint(rows)
+    return b"".join((names_part, *columns, tail))

@@ -16,6 +16,7 @@ from featuresidecar_server.columns import (
     _general_column,
     _Group,
     build_columns,
+    plan_columns,
 )
 from featuresidecar_server.layout import Group, ReadPlan, Slot
 from featuresidecar_server.policy import NO_DEFAULT, Feature
@@ -42,7 +43,7 @@ def _value(kind: str, rng: random.Random) -> object:
 
 
 def _scenario(
-    seed: int, rows: int, holes: bool
+    seed: int, rows: int, holes: bool, fresh: bool = False
 ) -> tuple[list[Wanted], ReadPlan, list[list[bytes | None]]]:
     rng = random.Random(seed)
     kinds = [rng.choice(KIND_NAMES) for _ in range(12)]
@@ -81,28 +82,40 @@ def _scenario(
             else:
                 row.append(encode_value(_value(kind, rng), KINDS[kind]))
         for _ in range(2):
-            age = rng.choice([HOUR, 3 * HOUR])
+            age = HOUR if fresh else rng.choice([HOUR, 3 * HOUR])
             row.append(encode_timestamp(NOW - age) if not (holes and rng.random() < 0.05) else None)
         replies.append(row)
     return wanted, plan, replies
 
 
 @pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize(("rows", "holes"), [(1, False), (7, False), (7, True), (0, False)])
-def test_fast_and_general_paths_encode_the_same_columns(seed: int, rows: int, holes: bool) -> None:
-    wanted, plan, replies = _scenario(seed, rows, holes)
-    fast = build_columns(wanted, plan, replies, rows, NOW, b"k", TimestampCache())
+@pytest.mark.parametrize(
+    ("rows", "holes", "fresh"),
+    [
+        (1, False, True),
+        (1, False, False),
+        (7, False, True),
+        (7, False, False),
+        (7, True, False),
+        (0, False, False),
+    ],
+)
+def test_fast_and_general_paths_encode_the_same_columns(
+    seed: int, rows: int, holes: bool, fresh: bool
+) -> None:
+    wanted, plan, replies = _scenario(seed, rows, holes, fresh)
+    fast = build_columns(plan_columns(wanted), plan, replies, rows, NOW, b"k", TimestampCache())
+    parsed = pb.GetFeaturesResponse.FromString(b"".join(fast)).columns
+    assert len(parsed) == len(wanted)
     group = _Group(replies, len(plan.groups[0].fields), rows)
-    for item, encoded in zip(wanted, fast, strict=True):
+    for item, column in zip(wanted, parsed, strict=True):
         reference = _general_column(item, [group], rows, NOW, b"k", TimestampCache())
-        expected = column_message(reference)
-        parsed = pb.GetFeaturesResponse.FromString(encoded).columns[0]
-        assert parsed == expected, (item.kind.name, item.decision)
+        assert column == column_message(reference), (item.kind.name, item.decision)
 
 
 def test_the_response_parses_with_the_generated_code() -> None:
     wanted, plan, replies = _scenario(3, 4, True)
-    columns = build_columns(wanted, plan, replies, 4, NOW, b"k", TimestampCache())
+    columns = build_columns(plan_columns(wanted), plan, replies, 4, NOW, b"k", TimestampCache())
     refs = [f"v{i % 2}:f{i}" for i in range(12)]
     payload = wire.response(wire.names(refs), columns, 42, 4)
     response = pb.GetFeaturesResponse.FromString(payload)
@@ -122,9 +135,8 @@ def test_the_fast_path_takes_fixed_width_scalars_and_declines_nulls() -> None:
         item = Wanted(0, KINDS["double"], "v", Decision("v:x", True), slot)
         group = _Group([[v, encode_timestamp(NOW)] for v in values], 2, len(values))
         out = [b""]
-        return _fast_batch(
-            [item], group, "double", len(values), NOW, TimestampCache(), out, None
-        ), out
+        (plan,) = plan_columns([item]).batches
+        return _fast_batch(plan, group, len(values), NOW, TimestampCache(), out, None), out
 
     taken, out = batch([encode_value(0.5, KINDS["double"]), None])
     assert taken

@@ -437,7 +437,7 @@ def _outcome(rows: int, now: int) -> CallOutcome:
     for view, age in (("profile", 5), ("profile", 7200), ("stats", 40)):
         stamps = np.full(rows, now - age * 1_000_000_000, np.int64)
         stamps[statuses == Status.NOT_FOUND] = 0
-        record.columns.append((view, statuses.copy(), stamps))
+        record.columns.append((view, statuses.copy(), stamps, 1))
     return CallOutcome("GetFeatures", grpc.StatusCode.OK, 0.001, "r", record, None)
 
 

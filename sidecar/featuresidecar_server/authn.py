@@ -95,16 +95,19 @@ class Authenticator:
     def identify(
         self,
         metadata: Sequence[tuple[str, str | bytes]] | None,
-        peer: str,
-        auth_context: Mapping[str, Sequence[bytes]],
+        peer: str | Callable[[], str],
+        auth_context: Mapping[str, Sequence[bytes]] | Callable[[], Mapping[str, Sequence[bytes]]],
     ) -> Identity:
+        """`peer` and `auth_context` may be given as functions: they are asked only when the
+        token path did not decide (asking gRPC for them costs on every call)."""
         token = _bearer(metadata)
         if token is not None:
             return self.verify_token(token)
-        cert = auth_context.get("x509_pem_cert")
+        context = auth_context() if callable(auth_context) else auth_context
+        cert = context.get("x509_pem_cert") if context else None
         if cert:
             return _certificate_identity(cert[0])
-        if self.workload_principal and peer.startswith("unix:"):
+        if self.workload_principal and (peer() if callable(peer) else peer).startswith("unix:"):
             return Identity(self.workload_principal, (), "workload")
         raise Unauthenticated(
             "no identity: send a bearer token in 'authorization' metadata, a client certificate, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Final
 
 import numpy as np
@@ -28,8 +29,10 @@ _FAST: Final = {"double": (0x29, "<f8", 9), "float": (0x35, "<f4", 5), "bool": (
 _PRESENT: Final = int(Status.PRESENT)
 _NOT_FOUND: Final = int(Status.NOT_FOUND)
 _STALE: Final = int(Status.STALE)
+_NO_LIMIT: Final = np.iinfo(np.int64).max
 
-Stats = tuple[str, np.ndarray, np.ndarray | None]
+# (view, statuses, event timestamps, number of columns that share them): for metrics.
+Stats = tuple[str, np.ndarray, np.ndarray | None, int]
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,102 @@ class _Group:
         self.stamps: dict[int, np.ndarray] = {}
 
 
+@dataclass(frozen=True)
+class _Share:
+    """Columns of a batch that share event times and serving settings: one status array."""
+
+    ts_field: int
+    max_age_ns: int | None
+    has_default: bool
+    default: Any
+    positions: np.ndarray  # rows of the batch's data block
+    items: tuple[Wanted, ...]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Same-kind fixed-width scalars of one entity-key group: decoded by one NumPy view."""
+
+    group: int
+    kind: ValueKind
+    tag: int
+    dtype: str
+    size: int
+    items: tuple[Wanted, ...]
+    fields: tuple[int, ...]
+    shares: tuple[_Share, ...]
+    # For each position: its share; per share: its maximum age (INT64_MAX when none).
+    share_of: np.ndarray
+    max_ages: np.ndarray
+    # The columns sit next to each other in the response: one piece of bytes serves them all.
+    contiguous: bool
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How the columns of one feature set are built: computed once per caller and feature set."""
+
+    count: int
+    batches: tuple[_Batch, ...]
+    general: tuple[Wanted, ...]
+
+
+def plan_columns(wanted: Sequence[Wanted]) -> ColumnPlan:
+    general: list[Wanted] = []
+    grouped: dict[tuple[int, str], list[Wanted]] = {}
+    for item in wanted:
+        if item.slot is not None and item.decision.mask is None and item.kind.name in _FAST:
+            grouped.setdefault((item.slot.group, item.kind.name), []).append(item)
+        else:
+            general.append(item)
+    batches = []
+    for (group, kind_name), items in grouped.items():
+        tag, dtype, size = _FAST[kind_name]
+        shares: dict[tuple[Any, ...], list[int]] = {}
+        for position, item in enumerate(items):
+            assert item.slot is not None
+            d = item.decision
+            default = d.default if d.has_default else None
+            key = (item.slot.ts_field, d.max_age_ns, d.has_default, default)
+            shares.setdefault(key, []).append(position)
+        share_list = [
+            _Share(
+                key[0],
+                key[1],
+                key[2],
+                key[3],
+                np.array(positions, dtype=np.intp),
+                tuple(items[p] for p in positions),
+            )
+            for key, positions in shares.items()
+        ]
+        share_of = np.empty(len(items), dtype=np.intp)
+        for number, share in enumerate(share_list):
+            share_of[share.positions] = number
+        indices = [item.index for item in items]
+        batches.append(
+            _Batch(
+                group,
+                items[0].kind,
+                tag,
+                dtype,
+                size,
+                tuple(items),
+                tuple(item.slot.field for item in items if item.slot is not None),
+                tuple(share_list),
+                share_of,
+                np.array(
+                    [_NO_LIMIT if s.max_age_ns is None else s.max_age_ns for s in share_list],
+                    dtype=np.int64,
+                ),
+                indices == list(range(indices[0], indices[0] + len(indices))),
+            )
+        )
+    return ColumnPlan(len(wanted), tuple(batches), tuple(general))
+
+
 def build_columns(
-    wanted: Sequence[Wanted],
+    columns: ColumnPlan,
     plan: ReadPlan,
     replies: Sequence[Sequence[bytes | None]],
     rows: int,
@@ -90,43 +187,35 @@ def build_columns(
     stamps: TimestampCache,
     stats: list[Stats] | None = None,
 ) -> list[bytes]:
-    """The encoded response columns, in request order; `stats` collects (view, statuses, event
-    timestamps) of each column for metrics."""
-    out: list[bytes] = [b""] * len(wanted)
+    """The encoded response columns, in request order; `stats` collects `Stats` for metrics."""
+    out: list[bytes] = [b""] * columns.count
     groups = [
         _Group(replies[g * rows : (g + 1) * rows], len(group.fields), rows)
         for g, group in enumerate(plan.groups)
     ]
-    general: list[Wanted] = []
-    batches: dict[tuple[int, str], list[Wanted]] = {}
-    for item in wanted:
-        if item.slot is not None and item.decision.mask is None and item.kind.name in _FAST:
-            batches.setdefault((item.slot.group, item.kind.name), []).append(item)
-        else:
-            general.append(item)
-    for (g, kind_name), items in batches.items():
-        if not _fast_batch(items, groups[g], kind_name, rows, now_ns, stamps, out, stats):
-            general.extend(items)
+    general = list(columns.general)
+    for batch in columns.batches:
+        if not _fast_batch(batch, groups[batch.group], rows, now_ns, stamps, out, stats):
+            general.extend(batch.items)
     for item in general:
         column = _general_column(item, groups, rows, now_ns, mask_key, stamps)
         if stats is not None:
             assert column.timestamps is not None
-            stats.append((item.view, column.statuses, column.timestamps))
+            stats.append((item.view, column.statuses, column.timestamps, 1))
         out[item.index] = wire.wrap_column(column_message(column).SerializeToString())
     return out
 
 
-def _timestamps(group: _Group, slot: Slot, stamps: TimestampCache) -> np.ndarray:
-    ts = group.stamps.get(slot.ts_field)
+def _timestamps(group: _Group, ts_field: int, stamps: TimestampCache) -> np.ndarray:
+    ts = group.stamps.get(ts_field)
     if ts is None:
-        ts = group.stamps[slot.ts_field] = stamps.decode(group.fields[slot.ts_field])
+        ts = group.stamps[ts_field] = stamps.decode(group.fields[ts_field])
     return ts
 
 
 def _fast_batch(
-    items: list[Wanted],
+    batch: _Batch,
     group: _Group,
-    kind_name: str,
     rows: int,
     now_ns: int,
     stamps: TimestampCache,
@@ -134,58 +223,103 @@ def _fast_batch(
     stats: list[Stats] | None,
 ) -> bool:
     """Encodes a batch of same-kind scalar columns at once; False to use the general path."""
-    tag, dtype, size = _FAST[kind_name]
-    placeholder = bytes((tag,)) + b"\x00" * (size - 1)
-    parts: list[bytes] = []
+    values = [group.fields[f] for f in batch.fields]
     missing: dict[int, np.ndarray] = {}
-    for position, item in enumerate(items):
-        assert item.slot is not None
-        values = group.fields[item.slot.field]
-        if None in values:
-            missing[position] = np.fromiter((v is None for v in values), dtype=bool, count=rows)
-            values = tuple(placeholder if v is None else v for v in values)
-        parts.extend(values)  # type: ignore[arg-type]
-    blob = b"".join(parts)
-    if len(blob) != len(items) * rows * size:
+    if any(None in v for v in values):
+        placeholder = bytes((batch.tag,)) + b"\x00" * (batch.size - 1)
+        for position, column in enumerate(values):
+            if None in column:
+                missing[position] = np.fromiter((v is None for v in column), bool, rows)
+                values[position] = tuple(placeholder if v is None else v for v in column)
+    blob = b"".join(chain.from_iterable(values))  # type: ignore[arg-type]
+    count = len(batch.items)
+    if len(blob) != count * rows * batch.size:
         return False  # a null or an unusual encoding somewhere
-    block = np.frombuffer(blob, dtype=np.uint8).reshape(len(items), rows, size)
-    if rows and not bool((block[:, :, 0] == tag).all()):
+    block = np.frombuffer(blob, dtype=np.uint8).reshape(count, rows, batch.size)
+    if rows and not bool((block[:, :, 0] == batch.tag).all()):
         return False
-    data = np.ascontiguousarray(block[:, :, 1:]).view(dtype).reshape(len(items), rows)
-    if kind_name == "bool" and rows and int(data.max(initial=0)) > 1:
+    data = np.ascontiguousarray(block[:, :, 1:]).view(batch.dtype).reshape(count, rows)
+    if batch.kind.name == "bool" and rows and int(data.max(initial=0)) > 1:
         return False
-    shared: dict[tuple[int, int | None], tuple[np.ndarray, bytes, np.ndarray, bytes]] = {}
-    for position, item in enumerate(items):
-        slot = item.slot
-        assert slot is not None
-        decision = item.decision
-        ts = _timestamps(group, slot, stamps)
-        gone = missing.get(position)
-        if gone is None:
-            key = (slot.ts_field, decision.max_age_ns)
-            entry = shared.get(key)
-            if entry is None:
-                statuses, ts_out = _statuses(ts, None, now_ns, decision.max_age_ns)
-                entry = shared[key] = (statuses, statuses.tobytes(), ts_out, ts_out.tobytes())
-            statuses, status_bytes, ts_out, ts_bytes = entry
-        else:
-            statuses, ts_out = _statuses(ts, gone, now_ns, decision.max_age_ns)
-            status_bytes, ts_bytes = statuses.tobytes(), ts_out.tobytes()
-        values = data[position]
-        empty = statuses != _PRESENT
-        if decision.has_default:
+    stamps_of = [_timestamps(group, share.ts_field, stamps) for share in batch.shares]
+    if not missing and rows:
+        matrix = np.stack(stamps_of)
+        if not ((matrix == 0) | (now_ns - matrix > batch.max_ages[:, None])).any():
+            _encode_batch(batch, data, stamps_of, rows, out, stats)
+            return True
+    for share, ts in zip(batch.shares, stamps_of, strict=True):
+        statuses, ts_out = _statuses(ts, None, now_ns, share.max_age_ns)
+        for position, item in zip(share.positions.tolist(), share.items, strict=True):
+            gone = missing.get(position)
+            if gone is None:
+                item_statuses, item_ts = statuses, ts_out
+            else:
+                item_statuses, item_ts = _statuses(ts, gone, now_ns, share.max_age_ns)
+            column = data[position]
+            empty = item_statuses != _PRESENT
             if empty.any():
-                values = values.copy()
-                values[empty] = decision.default
-        elif empty.any():
-            values = values.copy()
-            values[empty] = 0
-        out[item.index] = wire.fixed_column(
-            item.kind.number, status_bytes, ts_bytes, values.tobytes(), decision.has_default
-        )
-        if stats is not None:
-            stats.append((item.view, statuses, ts_out))
+                column = column.copy()
+                column[empty] = share.default if share.has_default else 0
+            out[item.index] = wire.fixed_column(
+                batch.kind.number,
+                item_statuses.tobytes(),
+                item_ts.tobytes(),
+                column.tobytes(),
+                share.has_default,
+            )
+            if stats is not None:
+                stats.append((item.view, item_statuses, item_ts, 1))
     return True
+
+
+def _encode_batch(
+    batch: _Batch,
+    data: np.ndarray,
+    stamps_of: list[np.ndarray],
+    rows: int,
+    out: list[bytes],
+    stats: list[Stats] | None,
+) -> None:
+    """Every row present and fresh: columns differ only in their event times (per share) and
+    their data, so one NumPy block of equal-length records holds the whole batch."""
+    width = rows * (batch.size - 1)
+    statuses = _present(rows)
+    status_bytes = statuses.tobytes()
+    heads = b"".join(
+        wire.fixed_column_head(
+            batch.kind.number, status_bytes, ts.tobytes(), width, share.has_default
+        )
+        for share, ts in zip(batch.shares, stamps_of, strict=True)
+    )
+    count = len(batch.items)
+    head = len(heads) // len(batch.shares)
+    length = head + width
+    block = np.empty((count, length), dtype=np.uint8)
+    block[:, :head] = np.frombuffer(heads, dtype=np.uint8).reshape(-1, head)[batch.share_of]
+    block[:, head:] = data.view(np.uint8).reshape(count, width)
+    encoded = block.tobytes()
+    items = batch.items
+    if batch.contiguous:
+        out[items[0].index] = encoded
+    else:
+        for position, item in enumerate(items):
+            out[item.index] = encoded[position * length : (position + 1) * length]
+    if stats is not None:
+        for share, ts in zip(batch.shares, stamps_of, strict=True):
+            stats.append((share.items[0].view, statuses, ts, len(share.items)))
+
+
+_PRESENT_ROWS: dict[int, np.ndarray] = {}
+
+
+def _present(rows: int) -> np.ndarray:
+    statuses = _PRESENT_ROWS.get(rows)
+    if statuses is None:
+        statuses = np.full(rows, _PRESENT, dtype=np.uint8)
+        statuses.flags.writeable = False
+        if len(_PRESENT_ROWS) < 1024:
+            _PRESENT_ROWS[rows] = statuses
+    return statuses
 
 
 def _statuses(
@@ -213,7 +347,8 @@ def _general_column(
         return denied_column(item.kind, rows)
     group = groups[item.slot.group]
     column = decode_column(group.fields[item.slot.field], item.kind)
-    apply_freshness(column, _timestamps(group, item.slot, stamps), now_ns, item.decision.max_age_ns)
+    ts = _timestamps(group, item.slot.ts_field, stamps)
+    apply_freshness(column, ts, now_ns, item.decision.max_age_ns)
     decision = item.decision
     if decision.mask is not None:
         return apply_mask(column, decision.mask, mask_key)

@@ -12,18 +12,16 @@ import hashlib
 import hmac
 import json
 import logging
-import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import IO, Any
 
 from .grpc_service import CallOutcome
 
 log = logging.getLogger("featuresidecar.decision_log")
-
-_STOP = object()
 
 
 class DecisionLog:
@@ -36,6 +34,7 @@ class DecisionLog:
         entity_key: bytes = b"",
         close_stream: bool = False,
         clock: Callable[[], float] = time.time,
+        interval: float = 0.05,
     ) -> None:
         self.stream = stream
         self.entities = entities
@@ -43,8 +42,14 @@ class DecisionLog:
         self.clock = clock
         self.dropped = 0
         self.written = 0
+        self.writing = 0  # lines the writer holds right now
         self.on_drop: list[Callable[[], None]] = []
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_size))
+        # A deque, not a Queue: appending takes no lock and wakes nobody; the writer drains it
+        # every `interval` seconds and writes what it found at once.
+        self._pending: deque[tuple[float, CallOutcome]] = deque()
+        self._limit = max(1, queue_size)
+        self._interval = interval
+        self._stopping = threading.Event()
         self._close_stream = close_stream
         self._thread = threading.Thread(target=self._write_loop, name="decision-log", daemon=True)
         self._thread.start()
@@ -53,29 +58,31 @@ class DecisionLog:
     def open(cls, target: str, *, entities: str, queue_size: int) -> DecisionLog:
         if target == "stdout":
             return cls(sys.stdout, entities=entities, queue_size=queue_size)
-        # Line-buffered append: each line reaches the file whole.
-        stream = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
         return cls(stream, entities=entities, queue_size=queue_size, close_stream=True)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
 
     def observe(self, outcome: CallOutcome) -> None:
         """Called on the request path: never blocks."""
-        try:
-            self._queue.put_nowait((self.clock(), outcome))
-        except queue.Full:
+        if len(self._pending) >= self._limit:
             self.dropped += 1
             for callback in self.on_drop:
                 callback()
+            return
+        self._pending.append((self.clock(), outcome))
 
     async def run(self, stop: asyncio.Event) -> None:
         await stop.wait()
         await asyncio.to_thread(self.close)
 
     def close(self, timeout: float = 5.0) -> None:
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            return  # the writer is stuck; it is a daemon thread and dies with the process
+        self._stopping.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            return  # the writer is stuck; it is a daemon thread and dies with the process
         if self._close_stream:
             try:
                 self.stream.close()
@@ -83,17 +90,25 @@ class DecisionLog:
                 log.warning("decision log close failed", extra={"detail": str(exc)})
 
     def _write_loop(self) -> None:
+        pending = self._pending
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            stopping = self._stopping.wait(self._interval)
+            lines = []
+            while pending:
+                stamp, outcome = pending.popleft()
+                lines.append(self.line(stamp, outcome) + "\n")
+            if lines:
+                self.writing = len(lines)
+                try:
+                    # Whole lines only: a reader never sees half a line.
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                    self.written += len(lines)
+                except (OSError, ValueError) as exc:
+                    log.error("decision log write failed", extra={"detail": str(exc)})
+                self.writing = 0
+            if stopping:
                 return
-            stamp, outcome = item
-            try:
-                self.stream.write(self.line(stamp, outcome) + "\n")
-                self.stream.flush()
-                self.written += 1
-            except (OSError, ValueError) as exc:
-                log.error("decision log write failed", extra={"detail": str(exc)})
 
     def line(self, stamp: float, outcome: CallOutcome) -> str:
         record = outcome.record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -41,13 +42,18 @@ Starter = Callable[[str], None]
 Response = TypeVar("Response")
 
 
+_PROCESS = f"{os.getpid():x}-{os.urandom(3).hex()}"
+_COUNTER = itertools.count(1)
+
+
 def _request_id(metadata: Any) -> str:
+    """The caller's `x-request-id`, else one unique to this process and call."""
     for key, value in metadata or ():
         if key == "x-request-id" and isinstance(value, str):
             cleaned = "".join(c for c in value[:64] if c.isalnum() or c in "-_.:")
             if cleaned:
                 return cleaned
-    return os.urandom(8).hex()
+    return f"{_PROCESS}-{next(_COUNTER):x}"
 
 
 class FeatureServicer(pb_grpc.FeatureServiceServicer):
@@ -63,12 +69,11 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         self.observers: list[Observer] = observers or []
         self.starters: list[Starter] = starters or []
 
-    def _identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
-        metadata = context.invocation_metadata()
+    def _identify(self, context: grpc.aio.ServicerContext[Any, Any], metadata: Any) -> Identity:
         return self.authenticator.identify(
             metadata,
-            context.peer() or "",
-            context.auth_context() or {},
+            lambda: context.peer() or "",
+            lambda: context.auth_context() or {},
         )
 
     async def GetFeatures(
@@ -103,10 +108,11 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         record = CallRecord()
         identity: Identity | None = None
         code = grpc.StatusCode.OK
-        request_id = _request_id(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        request_id = _request_id(metadata)
         failure: tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None = None
         try:
-            identity = self._identify(context)
+            identity = self._identify(context, metadata)
             return await handle(identity, record)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED

@@ -32,8 +32,8 @@ _NS = 1e-9
 _STATUS_SLOTS = 8
 AGE_EDGES = np.array([*AGE_BUCKETS, np.inf], dtype=np.float64)
 
-# (now_ns, entities, features, [(view, statuses, timestamps), ...]) of one call.
-Pending = tuple[int, int, int, list[tuple[str, np.ndarray, np.ndarray | None]]]
+# (now_ns, entities, features, [(view, statuses, timestamps, columns), ...]) of one call.
+Pending = tuple[int, int, int, list[tuple[str, np.ndarray, np.ndarray | None, int]]]
 
 
 class ServedValues:
@@ -98,7 +98,12 @@ class ServedValues:
         statuses: list[np.ndarray] = []
         stamps: list[np.ndarray] = []
         for now, _, _, columns in batch:
-            for view, column_statuses, column_stamps in columns:
+            for view, column_statuses, column_stamps, copies in columns:
+                if copies != 1:
+                    # Columns that share their statuses and event times arrive once, counted.
+                    column_statuses = np.tile(column_statuses, copies)
+                    if column_stamps is not None:
+                        column_stamps = np.tile(column_stamps, copies)
                 index = number.get(view)
                 if index is None:
                     index = number[view] = len(views)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -107,13 +106,16 @@ def pack_args(args: tuple[bytes, ...] | list[bytes]) -> bytes:
 
 
 class _Waiter:
-    __slots__ = ("count", "future", "replies", "sent")
+    __slots__ = ("count", "deadline", "future", "replies", "sent")
 
-    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+    def __init__(
+        self, future: asyncio.Future[list[Any]], count: int, sent: float, deadline: float
+    ) -> None:
         self.future = future
         self.count = count
         self.replies: list[Any] = []
-        self.sent = time.monotonic()
+        self.sent = sent
+        self.deadline = deadline
 
 
 class _Protocol(asyncio.Protocol):
@@ -122,6 +124,7 @@ class _Protocol(asyncio.Protocol):
         self.waiters: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -149,12 +152,28 @@ class _Protocol(asyncio.Protocol):
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 
-    def send(self, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
+    def send(
+        self, payload: bytes, count: int, timeout: float = 3600.0
+    ) -> asyncio.Future[list[Any]]:
         assert self.transport is not None
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.waiters.append(_Waiter(future, count))
+        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        now = self.loop.time()
+        self.waiters.append(_Waiter(future, count, now, now + timeout))
         self.transport.write(payload)
         return future
+
+    def expire(self, now: float) -> bool:
+        """Fails the waiters whose deadline passed (their replies are dropped when they come);
+        whether any waiter is still pending."""
+        pending = False
+        for waiter in self.waiters:
+            if waiter.future.done():
+                continue
+            if waiter.deadline <= now:
+                waiter.future.set_exception(TimeoutError())
+            else:
+                pending = True
+        return pending
 
     @property
     def usable(self) -> bool:
@@ -173,9 +192,16 @@ class RespPool:
     """A few pipelining connections to one Redis, opened lazily and replaced when broken."""
 
     def __init__(
-        self, address: RedisAddress, *, size: int = 2, connect_timeout: float = 1.0
+        self,
+        address: RedisAddress,
+        *,
+        size: int = 2,
+        connect_timeout: float = 1.0,
+        tick: float = 0.005,
     ) -> None:
         self.address = address
+        self.tick = tick
+        self._watchdog: asyncio.Task[None] | None = None
         self.size = max(1, size)
         self.connect_timeout = connect_timeout
         self._slots: list[_Protocol | None] = [None] * self.size
@@ -187,34 +213,43 @@ class RespPool:
     async def execute(self, payload: bytes, count: int, timeout: float) -> list[Any]:
         """Sends `count` packed commands and returns their replies in order.
 
-        `timeout` covers everything, connecting included; TimeoutError when it runs out.
+        `timeout` covers everything, connecting included; TimeoutError when it runs out. Time
+        limits are kept by one watchdog per pool rather than a timer per call.
         """
         index = self._next
         self._next = (index + 1) % self.size
-        future: asyncio.Future[list[Any]] | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                protocol = self._slots[index]
-                if protocol is None or not protocol.usable:
-                    protocol = await self._connection(index)
-                elif protocol.stalled(time.monotonic(), max(2.0, 5 * timeout)):
-                    protocol.close()
-                    protocol = await self._connection(index)
-                future = protocol.send(payload, count)
-                return await asyncio.shield(future)
-        except TimeoutError:
-            if future is not None:
-                # Its replies will still arrive and be dropped; the connection stays in order.
-                future.cancel()
-            raise
+        protocol = self._slots[index]
+        if protocol is None or not protocol.usable:
+            protocol = await self._connection(index, timeout)
+        elif protocol.stalled(protocol.loop.time(), max(2.0, 5 * timeout)):
+            protocol.close()
+            protocol = await self._connection(index, timeout)
+        future = protocol.send(payload, count, timeout)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = protocol.loop.create_task(self._watch())
+        return await future
 
-    async def _connection(self, index: int) -> _Protocol:
+    async def _watch(self) -> None:
+        """Fails calls past their deadline, every `tick` seconds while any call is pending."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            await asyncio.sleep(self.tick)
+            now = loop.time()
+            pending = False
+            for protocol in self._slots:
+                if protocol is not None and protocol.expire(now):
+                    pending = True
+            if not pending:
+                return
+
+    async def _connection(self, index: int, timeout: float) -> _Protocol:
         opening = self._opening[index]
         if opening is None:
             opening = asyncio.ensure_future(self._open())
             self._opening[index] = opening
         try:
-            protocol = await asyncio.shield(opening)
+            async with asyncio.timeout(timeout):
+                protocol = await asyncio.shield(opening)
         finally:
             if self._opening[index] is opening and opening.done():
                 self._opening[index] = None
@@ -270,6 +305,8 @@ class RespPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for protocol in self._slots:
             if protocol is not None:
                 protocol.close()

@@ -37,8 +37,8 @@ class CallRecord:
     denied: list[str] = field(default_factory=list)
     masked: list[str] = field(default_factory=list)
     entity_values: dict[str, list[Any]] = field(default_factory=dict)
-    # (view, statuses, event timestamps) of every served column, for metrics.
-    columns: list[tuple[str, np.ndarray, np.ndarray | None]] = field(default_factory=list)
+    # (view, statuses, event timestamps, how many columns share them) of served columns.
+    columns: list[tuple[str, np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
     rate_limited: bool = False
     now_ns: int = 0
 
@@ -85,8 +85,9 @@ class FeatureReader:
         record.roles = prepared.roles
         self._check_access(prepared, identity, request.allow_partial, rows, record)
         _check_join_keys(prepared, entities)
-        record.allowed = [d.ref for d in prepared.decisions if d.allowed]
-        record.masked = [d.ref for d in prepared.decisions if d.allowed and d.mask]
+        # Shared with the cached plan: readers only.
+        record.allowed = prepared.allowed
+        record.masked = prepared.masked
 
         plan = prepared.plan
         replies: list[Any] = []
@@ -96,7 +97,7 @@ class FeatureReader:
         now = self.clock_ns()
         record.now_ns = now
         columns = build_columns(
-            prepared.wanted,
+            prepared.columns,
             plan,
             replies,
             rows,

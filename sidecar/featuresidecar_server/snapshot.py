@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import wire
 from .access import Access, Decision, Identity, Limits
 from .catalog import Catalog
-from .columns import Wanted, wanted_of
+from .columns import ColumnPlan, plan_columns, wanted_of
 from .layout import ReadPlan, build_plan
 from .policy import Feature, Policy
 from .valuetypes import ValueKind
@@ -34,8 +34,11 @@ class Prepared:
     # Join keys the allowed features need: name -> (type, a view that needs it).
     join_keys: dict[str, tuple[ValueKind, str]]
     limits: Limits
-    # The columns to build, and the encoded feature_names field of the response.
-    wanted: tuple[Wanted, ...]
+    # For the decision log: what the caller may read and what gets masked.
+    allowed: list[str]
+    masked: list[str]
+    # How the columns are built, and the encoded feature_names field of the response.
+    columns: ColumnPlan
     names: bytes
 
 
@@ -106,7 +109,9 @@ class Snapshot:
             slot_of=tuple(slot_of),
             join_keys=join_keys,
             limits=self.access.limits_of(roles),
-            wanted=wanted_of(features, decisions, slot_of, plan),
+            allowed=[d.ref for d in decisions if d.allowed],
+            masked=[d.ref for d in decisions if d.allowed and d.mask],
+            columns=plan_columns(wanted_of(features, decisions, slot_of, plan)),
             names=wire.names(refs),
         )
 

@@ -22,6 +22,7 @@ _STATUSES = 0x12  # 2: statuses, LEN
 _TIMESTAMPS = 0x1A  # 3: event_timestamps, LEN
 _DATA = 0x22  # 4: data, LEN
 _HAS_DEFAULT = b"\x40\x01"  # 8: has_default = true
+_NO_DEFAULT = b"\x40\x00"  # 8: has_default = false, written explicitly
 _MASK = 0x48  # 9: mask, VARINT
 
 
@@ -63,6 +64,27 @@ def fixed_column(
         )
     )
     return _len_prefix(_COLUMNS, len(body)) + body
+
+
+def fixed_column_head(
+    type_number: int, statuses: bytes, timestamps: bytes, data_length: int, has_default: bool
+) -> bytes:
+    """Everything of a fixed-width column (wrapped as field 2) up to its data.
+
+    `has_default` is always written, false included, so that heads of columns with the same
+    row count have the same length and a batch of columns fits one NumPy block. Field order does
+    not matter to protobuf readers.
+    """
+    head = b"".join(
+        (
+            type_field(type_number),
+            field(_STATUSES, statuses),
+            field(_TIMESTAMPS, timestamps),
+            _HAS_DEFAULT if has_default else _NO_DEFAULT,
+            _len_prefix(_DATA, data_length) if data_length else b"",
+        )
+    )
+    return _len_prefix(_COLUMNS, len(head) + data_length) + head
 
 
 def wrap_column(serialized: bytes) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain
 from typing import Any, Final
 
@@ -54,22 +55,33 @@ class TimestampCache:
         self._size = size
 
     def decode(self, raws: Sequence[bytes | None]) -> np.ndarray:
-        cache = self._cache
-        out = np.zeros(len(raws), dtype=np.int64)
-        for row, raw in enumerate(raws):
-            if not raw:
-                continue
-            value = cache.get(raw)
-            if value is None:
-                try:
-                    value = decode_timestamp(raw)
-                except ValueError:
-                    value = 0
-                if len(cache) >= self._size:
-                    cache.clear()
-                cache[raw] = value
-            out[row] = value
-        return out
+        return np.array([self.lookup(raw) for raw in raws], dtype=np.int64)
+
+    def matrix(self, columns: Sequence[Sequence[bytes | None]]) -> np.ndarray:
+        """Unix nanoseconds of several `_ts` fields at once: one row per field."""
+        get = self._cache.get
+        flat = [get(raw) if raw else 0 for column in columns for raw in column]
+        if None in flat:
+            raws = [raw for column in columns for raw in column]
+            flat = [
+                self.lookup(raw) if value is None else value
+                for raw, value in zip(raws, flat, strict=True)
+            ]
+        return np.array(flat, dtype=np.int64).reshape(len(columns), -1)
+
+    def lookup(self, raw: bytes | None) -> int:
+        if not raw:
+            return 0
+        value = self._cache.get(raw)
+        if value is None:
+            try:
+                value = decode_timestamp(raw)
+            except ValueError:
+                value = 0
+            if len(self._cache) >= self._size:
+                self._cache.clear()
+            self._cache[raw] = value
+        return value
 
 
 class _Group:
@@ -109,6 +121,7 @@ class _Batch:
     shares: tuple[_Share, ...]
     # For each position: its share; per share: its maximum age (INT64_MAX when none).
     share_of: np.ndarray
+    share_list: tuple[int, ...]
     max_ages: np.ndarray
     # The columns sit next to each other in the response: one piece of bytes serves them all.
     contiguous: bool
@@ -167,6 +180,7 @@ def plan_columns(wanted: Sequence[Wanted]) -> ColumnPlan:
                 tuple(item.slot.field for item in items if item.slot is not None),
                 tuple(share_list),
                 share_of,
+                tuple(share_of.tolist()),
                 np.array(
                     [_NO_LIMIT if s.max_age_ns is None else s.max_age_ns for s in share_list],
                     dtype=np.int64,
@@ -224,29 +238,33 @@ def _fast_batch(
 ) -> bool:
     """Encodes a batch of same-kind scalar columns at once; False to use the general path."""
     values = [group.fields[f] for f in batch.fields]
+    if rows == 1 and _single_row(batch, values, group, now_ns, stamps, out, stats):
+        return True
     missing: dict[int, np.ndarray] = {}
-    if any(None in v for v in values):
+    count = len(batch.items)
+    try:
+        blob = b"".join(chain.from_iterable(values))  # type: ignore[arg-type]
+    except TypeError:  # a None: some rows hold nothing for some of these features
         placeholder = bytes((batch.tag,)) + b"\x00" * (batch.size - 1)
         for position, column in enumerate(values):
             if None in column:
                 missing[position] = np.fromiter((v is None for v in column), bool, rows)
                 values[position] = tuple(placeholder if v is None else v for v in column)
-    blob = b"".join(chain.from_iterable(values))  # type: ignore[arg-type]
-    count = len(batch.items)
+        blob = b"".join(chain.from_iterable(values))  # type: ignore[arg-type]
     if len(blob) != count * rows * batch.size:
         return False  # a null or an unusual encoding somewhere
-    block = np.frombuffer(blob, dtype=np.uint8).reshape(count, rows, batch.size)
-    if rows and not bool((block[:, :, 0] == batch.tag).all()):
+    if blob[:: batch.size] != _tags(batch.tag, count * rows):
         return False
+    block = np.frombuffer(blob, dtype=np.uint8).reshape(count, rows, batch.size)
     data = np.ascontiguousarray(block[:, :, 1:]).view(batch.dtype).reshape(count, rows)
     if batch.kind.name == "bool" and rows and int(data.max(initial=0)) > 1:
         return False
-    stamps_of = [_timestamps(group, share.ts_field, stamps) for share in batch.shares]
-    if not missing and rows:
-        matrix = np.stack(stamps_of)
-        if not ((matrix == 0) | (now_ns - matrix > batch.max_ages[:, None])).any():
-            _encode_batch(batch, data, stamps_of, rows, out, stats)
-            return True
+    matrix = stamps.matrix([group.fields[share.ts_field] for share in batch.shares])
+    stamps_of = list(matrix)
+    fresh = not ((matrix == 0) | (now_ns - matrix > batch.max_ages[:, None])).any()
+    if not missing and rows and fresh:
+        _encode_batch(batch, data, stamps_of, rows, out, stats)
+        return True
     for share, ts in zip(batch.shares, stamps_of, strict=True):
         statuses, ts_out = _statuses(ts, None, now_ns, share.max_age_ns)
         for position, item in zip(share.positions.tolist(), share.items, strict=True):
@@ -269,6 +287,48 @@ def _fast_batch(
             )
             if stats is not None:
                 stats.append((item.view, item_statuses, item_ts, 1))
+    return True
+
+
+def _single_row(
+    batch: _Batch,
+    values: list[tuple[bytes | None, ...]],
+    group: _Group,
+    now_ns: int,
+    stamps: TimestampCache,
+    out: list[bytes],
+    stats: list[Stats] | None,
+) -> bool:
+    """One entity, every value stored and fresh: a column is its share's head followed by the
+    stored bytes after the tag. False when that does not hold (the NumPy path decides then)."""
+    raws = [column[0] for column in values]
+    try:
+        blob = b"".join(raws)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    size = batch.size
+    if len(blob) != len(raws) * size or blob[::size] != _tags(batch.tag, len(raws)):
+        return False
+    if batch.kind.name == "bool" and max(blob[1::size]) > 1:
+        return False
+    heads = []
+    stamps_of = []
+    for share, limit in zip(batch.shares, batch.max_ages.tolist(), strict=True):
+        ts = stamps.lookup(group.fields[share.ts_field][0])
+        if ts == 0 or now_ns - ts > limit:
+            return False
+        stamp = ts.to_bytes(8, "little", signed=True)
+        heads.append(
+            wire.fixed_column_head(batch.kind.number, b"\x01", stamp, size - 1, share.has_default)
+        )
+        stamps_of.append(ts)
+    share_of = batch.share_list
+    for position, item in enumerate(batch.items):
+        out[item.index] = heads[share_of[position]] + raws[position][1:]  # type: ignore[index]
+    if stats is not None:
+        present = _present(1)
+        for share, ts in zip(batch.shares, stamps_of, strict=True):
+            stats.append((share.items[0].view, present, np.array([ts], np.int64), len(share.items)))
     return True
 
 
@@ -307,6 +367,11 @@ def _encode_batch(
     if stats is not None:
         for share, ts in zip(batch.shares, stamps_of, strict=True):
             stats.append((share.items[0].view, statuses, ts, len(share.items)))
+
+
+@lru_cache(maxsize=256)
+def _tags(tag: int, count: int) -> bytes:
+    return bytes((tag,)) * count
 
 
 _PRESENT_ROWS: dict[int, np.ndarray] = {}

@@ -94,22 +94,20 @@ class ServedValues:
         number: dict[str, int] = {}
         owners: list[int] = []
         nows: list[int] = []
+        copies: list[int] = []
         lengths: list[int] = []
         statuses: list[np.ndarray] = []
         stamps: list[np.ndarray] = []
         for now, _, _, columns in batch:
-            for view, column_statuses, column_stamps, copies in columns:
-                if copies != 1:
-                    # Columns that share their statuses and event times arrive once, counted.
-                    column_statuses = np.tile(column_statuses, copies)
-                    if column_stamps is not None:
-                        column_stamps = np.tile(column_stamps, copies)
+            for view, column_statuses, column_stamps, shared in columns:
                 index = number.get(view)
                 if index is None:
                     index = number[view] = len(views)
                     views.append(metrics.views.get(view) or metrics.view(view))
                 owners.append(index)
                 nows.append(now)
+                # Columns that share their statuses and event times arrive once, with a weight.
+                copies.append(shared)
                 lengths.append(len(column_statuses))
                 statuses.append(column_statuses)
                 stamps.append(
@@ -120,38 +118,47 @@ class ServedValues:
         if not owners:
             return
         owner = np.repeat(np.array(owners, dtype=np.int64), lengths)
+        weight = np.repeat(np.array(copies, dtype=np.float64), lengths)
         codes = owner * _STATUS_SLOTS + np.concatenate(statuses)
-        counts = np.bincount(codes, minlength=len(views) * _STATUS_SLOTS)
+        counts = np.bincount(codes, weights=weight, minlength=len(views) * _STATUS_SLOTS)
         for code in np.flatnonzero(counts).tolist():
             child = views[code // _STATUS_SLOTS].values[code % _STATUS_SLOTS]
             if child is not None:
-                child.inc(int(counts[code]))
-        self._ages(views, owner, np.repeat(np.array(nows, np.int64), lengths), stamps)
+                child.inc(round(float(counts[code])))
+        self._ages(
+            views,
+            owner,
+            np.repeat(np.array(nows, np.int64), lengths),
+            np.concatenate(stamps),
+            weight,
+        )
 
     def _ages(
         self,
         views: list[ViewChildren],
         owner: np.ndarray,
         now: np.ndarray,
-        stamps: list[np.ndarray],
+        stamp: np.ndarray,
+        weight: np.ndarray,
     ) -> None:
         """feature_sidecar_value_age_seconds of every value that has an event timestamp."""
-        stamp = np.concatenate(stamps)
         kept = stamp > 0
         if not kept.any():
             return
         ages = np.maximum((now[kept] - stamp[kept]) * _NS, 0.0)
         whose = owner[kept]
+        times = weight[kept]
         if not all(children.age.fast for children in views):
-            for index, age in zip(whose.tolist(), ages.tolist(), strict=True):
-                views[index].age.observe(age)
+            for index, age, n in zip(whose.tolist(), ages.tolist(), times.tolist(), strict=True):
+                for _ in range(int(n)):
+                    views[index].age.observe(age)
             return
         slots = len(AGE_EDGES)
         codes = whose * slots + np.searchsorted(AGE_EDGES, ages, side="left")
-        counts = np.bincount(codes, minlength=len(views) * slots)
+        counts = np.bincount(codes, weights=times, minlength=len(views) * slots)
         for code in np.flatnonzero(counts).tolist():
-            views[code // slots].age.add(code % slots, int(counts[code]))
-        sums = np.bincount(whose, weights=ages, minlength=len(views))
+            views[code // slots].age.add(code % slots, round(float(counts[code])))
+        sums = np.bincount(whose, weights=ages * times, minlength=len(views))
         for index, total in enumerate(sums.tolist()):
             if total:
                 views[index].age.add_sum(total)

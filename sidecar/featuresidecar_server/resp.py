@@ -125,6 +125,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self.loop = asyncio.get_running_loop()
+        self.outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -159,8 +160,16 @@ class _Protocol(asyncio.Protocol):
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         now = self.loop.time()
         self.waiters.append(_Waiter(future, count, now, now + timeout))
-        self.transport.write(payload)
+        # Calls that send within one turn of the loop share one write (one system call).
+        if not self.outgoing:
+            self.loop.call_soon(self._flush)
+        self.outgoing.append(payload)
         return future
+
+    def _flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(outgoing))
 
     def expire(self, now: float) -> bool:
         """Fails the waiters whose deadline passed (their replies are dropped when they come);

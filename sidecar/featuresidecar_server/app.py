@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,9 @@ class Sidecar:
             self.tasks.append(asyncio.create_task(self.decision_log.run(self.stop_event)))
         if self.calls is not None:
             self.tasks.append(asyncio.create_task(self.calls.served.run(self.stop_event)))
+        # What exists now (modules, the persisted policy) lives as long as the process: the
+        # cyclic collector need not walk it again on every full collection.
+        gc.freeze()
         log.info(
             "feature sidecar started",
             extra={

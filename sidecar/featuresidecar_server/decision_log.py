@@ -97,6 +97,10 @@ class DecisionLog:
             while pending:
                 stamp, outcome = pending.popleft()
                 lines.append(self.line(stamp, outcome) + "\n")
+                if len(lines) % 32 == 0:
+                    # Lets the serving thread take the GIL now and then: a long batch of lines
+                    # must not hold up a call for milliseconds.
+                    time.sleep(0)
             if lines:
                 self.writing = len(lines)
                 try:

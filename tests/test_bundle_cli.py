@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from support import EXAMPLE_POLICY, TokenIssuer, bearer, put_entity, request, statuses, stub
 
 from featuresidecar.v1 import feature_service_pb2 as pb
@@ -184,7 +185,9 @@ def test_the_example_policy_builds_into_a_bundle_a_sidecar_would_accept(
     document = json.loads(out.read_bytes())
     assert [s["keyid"] for s in document["signatures"]] == [keys.key_id]
     payload = json.loads(base64.b64decode(document["payload"]))
-    assert sorted(payload) == ["built_at", "digest", "policy", "revision"]
+    assert sorted(payload) == ["built_at", "data", "digest", "policy", "revision"]
+    # The parsed copy that sidecars activate from is exactly the source's data.
+    assert payload["data"] == yaml.safe_load(payload["policy"])
     # Written atomically: no temp file is left beside it; public, since it is served over HTTP.
     assert os.listdir(out.parent) == ["bundle.json"]
     assert mode(out) == 0o644

@@ -503,3 +503,12 @@ def test_the_same_policy_under_a_higher_revision_moves_the_revision(keys: Any) -
     assert activator.offer(build(POLICY, 1, keys["a"]), "test") is False
     assert activator.offer(build(POLICY, 2, keys["a"]), "test") is True
     assert _revision(activator) == 2
+
+
+def test_the_parsed_copy_in_the_bundle_gives_the_same_policy_as_the_source(keys: Any) -> None:
+    from featuresidecar_server.bundle_format import verify
+    from featuresidecar_server.policy_yaml import parse_policy, parse_policy_data
+
+    bundle = verify(build(POLICY, 1, keys["a"]), trusted_keys([keys["a"].public_key()]))
+    assert bundle.policy_data is not None
+    assert parse_policy_data(bundle.policy_data, "b") == parse_policy(POLICY, "b")

@@ -120,14 +120,15 @@ def test_the_client_source_never_imports_the_server() -> None:
     top = {name.split(".")[0] for name in imported}
     assert top <= {
         "__future__", "asyncio", "collections", "dataclasses", "datetime", "enum",
-        "featuresidecar", "google",
-        "grpc", "math", "numbers", "numpy", "re", "time", "types", "typing", "warnings",
+        "featuresidecar", "google", "grpc", "importlib",
+        "math", "numbers", "numpy", "re", "time", "types", "typing", "warnings",
     }  # fmt: skip
 
 
 def test_importing_the_client_loads_no_server_module() -> None:
     probe = (
-        "import json, sys, featuresidecar\n"
+        "import json, sys\n"
+        "from featuresidecar import AsyncFeatureClient, FeatureClient, FeatureResult\n"
         "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))\n"
     )
     done = subprocess.run(
@@ -137,3 +138,19 @@ def test_importing_the_client_loads_no_server_module() -> None:
     server_only = {"featuresidecar_server", "redis", "yaml", "prometheus_client", "cryptography"}
     assert loaded & (server_only | {"jwt", "mmh3", "pyarrow"}) == set()
     assert {"featuresidecar", "grpc", "numpy"} <= loaded
+
+
+def test_importing_the_wire_code_does_not_load_the_client_library() -> None:
+    probe = (
+        "import json, sys\n"
+        "from featuresidecar.v1 import feature_service_pb2\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('featuresidecar'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) == [
+        "featuresidecar",
+        "featuresidecar.v1",
+        "featuresidecar.v1.feature_service_pb2",
+    ]

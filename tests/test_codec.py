@@ -131,3 +131,17 @@ def test_entity_keys_match_feast() -> None:
     assert field_of("driver_scalars:int64_f").hex() == "25308249"
     with pytest.raises(EntityValueError, match="out of range for int32"):
         redis_key([("k", KINDS["int32"])], [2**31], "p")
+
+
+@pytest.mark.parametrize("kind", ["float_list", "double_list"])
+def test_equal_length_packed_lists_take_the_vectorized_path(kind: str) -> None:
+    rows = [[0.5, -1.25, 3.0], [1.0, 2.0, 4.0], [0.0, 0.0, 0.0]]
+    raws = [encode_value(v, KINDS[kind]) for v in rows]
+    column = decode_column(raws, KINDS[kind])
+    assert column.row_values() == rows
+    assert column.data is not None and column.data.dtype == np.dtype(KINDS[kind].dtype)
+    assert column.offsets is not None and column.offsets.tolist() == [0, 3, 6, 9]
+    # Different lengths, nulls or a missing row fall back to the value-by-value path.
+    mixed = decode_column([raws[0], encode_value([1.0], KINDS[kind]), b"", None], KINDS[kind])
+    assert mixed.row_values() == [rows[0], [1.0], None, None]
+    assert mixed.statuses.tolist() == [1, 1, 2, 3]

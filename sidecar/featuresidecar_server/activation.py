@@ -8,6 +8,9 @@ leaves the active bundle in place. The last good bundle is written to the state 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import tempfile
@@ -19,7 +22,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .bundle_format import Bundle, BundleError, verify
-from .policy_yaml import PolicyError, parse_policy
+from .policy import Policy
+from .policy_yaml import PolicyError, parse_policy, parse_policy_data
 from .snapshot import ActivePolicy, Snapshot
 
 log = logging.getLogger("featuresidecar.bundle")
@@ -161,7 +165,7 @@ class Activator:
         ):
             return False
         try:
-            policy = parse_policy(bundle.policy_source, source=f"bundle r{bundle.revision}")
+            policy = _parse(bundle, f"bundle r{bundle.revision}")
         except PolicyError as exc:
             raise BundleError("parse", str(exc)) from None
         snapshot = Snapshot(
@@ -182,6 +186,7 @@ class Activator:
             self._persist(data)
         self.active.swap(snapshot)
         self._record(bundle, origin)
+        release_memory()
         return True
 
     def _record(self, bundle: Bundle, origin: str) -> None:
@@ -242,3 +247,32 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _parse(bundle: Bundle, where: str) -> Policy:
+    """From the bundle's parsed copy when it has one (fast and light); a rejection is then
+    explained from the YAML source, whose errors name lines."""
+    if bundle.policy_data is None:
+        return parse_policy(bundle.policy_source, source=where)
+    try:
+        return parse_policy_data(bundle.policy_data, source=where)
+    except PolicyError as data_error:
+        parse_policy(bundle.policy_source, source=where)  # raises, with the line
+        raise data_error from None
+
+
+def release_memory() -> None:
+    """Hands the memory freed after parsing a bundle back to the system (glibc keeps it
+    otherwise), so a worker's resident size reflects what it holds, not what it once parsed."""
+    global _TRIM
+    gc.collect()
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -46,6 +45,8 @@ class _Jwks:
         self._load()
 
     def _load(self) -> None:
+        import jwt  # only sidecars that take bearer tokens pay for PyJWT
+
         try:
             with open(self.path, encoding="utf-8") as handle:
                 document = json.load(handle)
@@ -133,6 +134,8 @@ class Authenticator:
         return self.jwt.leeway if self.jwt else 0.0
 
     def _verify(self, token: str, now: float) -> tuple[Identity, float, float]:
+        import jwt
+
         if self.jwt is None or self._jwks is None:
             raise Unauthenticated(
                 "bearer tokens are not accepted here: the sidecar was started without --jwt-jwks"

@@ -15,16 +15,20 @@ digits of SHA-256 over the raw 32-byte public key. docs/bundle-format.md has the
 from __future__ import annotations
 
 import base64
+import contextlib
 import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .policy_yaml import PolicyError, plain_data
 
 FORMAT = "feature-sidecar-bundle/1"
 
@@ -47,6 +51,8 @@ class Bundle:
     # Key id that verified it; "" for an unsigned bundle or a plain policy file.
     key_id: str
     signed: bool
+    # The source already parsed to plain data (bundles built by this version); None otherwise.
+    policy_data: Any = None
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -108,18 +114,27 @@ def build(
     private: Ed25519PrivateKey | None,
     built_at: datetime | None = None,
 ) -> bytes:
-    """The bundle bytes; unsigned when `private` is None (development only)."""
+    """The bundle bytes; unsigned when `private` is None (development only).
+
+    The payload also carries the source parsed to plain data (`data`), so a sidecar activates
+    a large catalog from JSON rather than YAML: several times faster and lighter.
+    """
     if revision < 0:
         raise ValueError("revision must not be negative")
+    fields: dict[str, Any] = {
+        "revision": revision,
+        "built_at": (built_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "digest": content_digest(policy_source),
+        "policy": policy_source,
+    }
+    # Not YAML: no parsed copy; a sidecar then rejects the bundle from its source, with the reason.
+    with contextlib.suppress(PolicyError):
+        fields["data"] = plain_data(policy_source)
     payload = json.dumps(
-        {
-            "revision": revision,
-            "built_at": (built_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "digest": content_digest(policy_source),
-            "policy": policy_source,
-        },
+        fields,
         sort_keys=True,
         ensure_ascii=False,
+        default=str,  # only `x-` extension keys can hold anything else, and they are ignored
     ).encode("utf-8")
     signatures = []
     if private is not None:
@@ -199,7 +214,9 @@ def verify(
         raise BundleError("parse", f"the bundle payload is corrupt: {_short(exc)}") from None
     if content_digest(source) != digest:
         raise BundleError("parse", "the bundle's digest does not match its content")
-    return Bundle(revision, str(built_at), digest, source, key_used, bool(key_used))
+    return Bundle(
+        revision, str(built_at), digest, source, key_used, bool(key_used), fields.get("data")
+    )
 
 
 def _check_signatures(

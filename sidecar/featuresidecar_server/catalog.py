@@ -41,12 +41,13 @@ class Catalog:
             for feature in view.features:
                 self.features[feature.ref] = feature
         self.services: dict[str, tuple[str, ...]] = {}
-        self.index = FeatureIndex(self.features.values())
+        # Only services need the index, and only now: serving looks features up by reference.
+        index = FeatureIndex(self.features.values())
         service_sets: dict[str, frozenset[str]] = {}
         for service in policy.catalog.services:
             refs: dict[str, None] = {}
             for text in service.selectors:
-                for feature in self.index.select(parse_selector(text), service_sets):
+                for feature in index.select(parse_selector(text), service_sets):
                     refs[feature.ref] = None
             self.services[service.name] = tuple(refs)
             service_sets[service.name] = frozenset(refs)

@@ -327,6 +327,11 @@ def decode_column(raws: Sequence[bytes | None], kind: ValueKind) -> Column:
                 data = np.ascontiguousarray(block[:, 1:]).view(dtype).reshape(rows)
                 statuses = np.full(rows, Status.PRESENT, dtype=np.uint8)
                 return Column(kind, statuses, data=data)
+    packed = _PACKED_LISTS.get(kind.name)
+    if packed is not None and rows:
+        column = _packed_lists(raws, kind, *packed)
+        if column is not None:
+            return column
     statuses = np.empty(rows, dtype=np.uint8)
     values: list[Any] = [None] * rows
     errors = 0
@@ -344,6 +349,46 @@ def decode_column(raws: Sequence[bytes | None], kind: ValueKind) -> Column:
     column = build_column(kind, statuses, values)
     column.decode_errors = errors
     return column
+
+
+# Float and double lists (embeddings) as Feast writes them: list tag, length, then one packed
+# field 1. When every row has the same header (same number of elements), one NumPy view reads
+# all of them.
+_PACKED_LISTS: Final = {"float_list": ("<f4", 4), "double_list": ("<f8", 8)}
+
+
+def _packed_lists(
+    raws: Sequence[bytes | None], kind: ValueKind, dtype: str, width: int
+) -> Column | None:
+    first = raws[0]
+    if not first:
+        return None
+    try:
+        tag, pos = _varint(first, 0)
+        _, pos = _varint(first, pos)
+        if tag != (kind.number << 3 | _LEN) or first[pos : pos + 1] != b"\x0a":
+            return None
+        length, start = _varint(first, pos + 1)
+    except DecodeError:
+        return None
+    size = len(first)
+    if start + length != size or length % width or not length:
+        return None
+    try:
+        blob = b"".join(raws)  # type: ignore[arg-type]
+    except TypeError:
+        return None  # a row without a value
+    rows = len(raws)
+    if len(blob) != rows * size:
+        return None
+    block = np.frombuffer(blob, dtype=np.uint8).reshape(rows, size)
+    if rows > 1 and not bool((block[:, :start] == block[0, :start]).all()):
+        return None
+    count = length // width
+    data = np.ascontiguousarray(block[:, start:]).view(dtype).reshape(rows * count)
+    offsets = np.arange(0, rows * count + 1, count, dtype=np.uint32)
+    statuses = np.full(rows, Status.PRESENT, dtype=np.uint8)
+    return Column(kind, statuses, data=data, offsets=offsets)
 
 
 def build_column(kind: ValueKind, statuses: np.ndarray, values: Sequence[Any]) -> Column:

@@ -19,20 +19,20 @@ class _NoDefault:
 NO_DEFAULT: Final = _NoDefault()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JoinKey:
     name: str
     kind: ValueKind
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entity:
     name: str
     join_keys: tuple[JoinKey, ...]
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Feature:
     view: str
     name: str
@@ -47,7 +47,7 @@ class Feature:
         return f"{self.view}:{self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class View:
     name: str
     entities: tuple[str, ...]
@@ -57,7 +57,7 @@ class View:
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FeatureServiceDef:
     name: str
     # Selectors as written; resolved against the catalog when compiled.
@@ -65,14 +65,14 @@ class FeatureServiceDef:
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Catalog:
     entities: tuple[Entity, ...]
     views: tuple[View, ...]
     services: tuple[FeatureServiceDef, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Role:
     name: str
     allow: tuple[str, ...] = ()
@@ -80,7 +80,7 @@ class Role:
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     features: tuple[str, ...]
     # None: the rule applies to every role.
@@ -96,7 +96,7 @@ class Rule:
         return self.default is not NO_DEFAULT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limit:
     roles: tuple[str, ...]
     max_entities: int | None = None
@@ -106,14 +106,14 @@ class Limit:
     index: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Binding:
     roles: tuple[str, ...]
     principal: str | None = None
     group: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PolicyTest:
     feature: str
     expect: str  # "allow" | "deny" | "mask"
@@ -130,7 +130,7 @@ class PolicyTest:
         return " and ".join(parts) or "anonymous"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: int
     project: str

@@ -15,8 +15,8 @@ digits of SHA-256 over the raw 32-byte public key. docs/bundle-format.md has the
 from __future__ import annotations
 
 import base64
-import contextlib
 import binascii
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence

@@ -70,6 +70,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"| s3: 1 entity x 10 doubles + 256-float embedding | {lat(s['s3'])} | {lat(fg['s3'])} "
         f"| {lat(fr['s3'])} | - |",
         f"| s5: s1 with 10,000 features, 200 roles | {lat(s['s5'])} | - | - | - |",
+        f"| s6: Zipf entities, no cache | {lat(s['s6']['no_cache'])} | - | - | - |",
+        f"| s6: Zipf entities, local cache (hit rate {s['s6']['cache']['hit_rate']:.0%}) "
+        f"| {lat(s['s6']['cache'])} | - | - | - |",
         f"| s4: 32 callers, {results['machine']['cpus']} workers (requests/s, p99 ms) "
         f"| {_rps(s['s4'])} | {_rps(fg['s4'])} | - | {_rps(feast.get('s4'))} |",
         "",

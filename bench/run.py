@@ -263,6 +263,7 @@ def _serve_args(
     workers: int,
     work: Path,
     name: str,
+    metrics_port: int | None = None,
 ) -> list[str]:
     return [
         "--listen",
@@ -278,7 +279,7 @@ def _serve_args(
         "--workers",
         str(workers),
         "--metrics-listen",
-        f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{metrics_port or free_port()}",
         "--decision-log",
         str(work / f"{name}-decisions.jsonl"),
         "--log-level",
@@ -389,6 +390,11 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
             scen["s5"] = latency(call, settings.calls, settings.warmup)
             channel.close()
 
+        print("- s6: Zipf-distributed entities, with and without the local cache", flush=True)
+        scen["s6"] = zipf_benchmark(
+            settings, redis_server.url, small_bundle, small_pub, identity, metadata, work, log
+        )
+
         print(f"- rss after s4 with the large catalog, {settings.workers} workers", flush=True)
         port = free_port()
         state = work / "state-large-n"
@@ -453,6 +459,63 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
     print(report.markdown(results))
     print(f"\nwrote {out_path}")
     return results
+
+
+def _cache_lookups(metrics_port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("feature_sidecar_cache_lookups_total{"):
+            result = line.split('result="')[1].split('"')[0]
+            counts[result] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def zipf_benchmark(
+    settings: Settings,
+    redis_url: str,
+    bundle: Path,
+    public: Path,
+    identity: Any,
+    metadata: Any,
+    work: Path,
+    log: Path,
+) -> dict[str, Any]:
+    """One entity per call, drawn from a Zipf distribution (s = 1.2) over every loaded user."""
+    rng = np.random.default_rng(11)
+    calls = settings.calls
+    draws = np.minimum(rng.zipf(1.2, calls + settings.warmup), settings.users) - 1
+    messages = [_request(workload.S1_FEATURES, [int(u)]) for u in draws]
+    out: dict[str, Any] = {"zipf_s": 1.2, "users": settings.users}
+    variants: list[tuple[str, list[str]]] = [
+        ("no_cache", []),
+        ("cache", ["--cache-entries", "2000", "--cache-ttl", "5s"]),
+    ]
+    for name, extra in variants:
+        port, metrics_port = free_port(), free_port()
+        state = work / f"state-{name}"
+        args = _serve_args(
+            port, bundle, public, redis_url, identity, state, 1, work, f"s6-{name}", metrics_port
+        )
+        with sidecar([*args, *extra], log, port):
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+            method = channel.unary_unary(METHOD)
+            queue = iter(messages)
+            summary: dict[str, Any] = latency(
+                lambda m=method, q=queue: m(next(q), metadata=metadata, timeout=10),
+                calls,
+                settings.warmup,
+            )
+            channel.close()
+            if extra:
+                lookups = _cache_lookups(metrics_port)
+                total = sum(lookups.values()) or 1.0
+                summary["hit_rate"] = round(lookups.get("hit", 0.0) / total, 3)
+        out[name] = summary
+    return out
 
 
 def load_benchmark(redis_url: str, source: str, rows: int, work: Path) -> dict[str, Any]:

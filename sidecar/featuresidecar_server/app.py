@@ -17,6 +17,7 @@ from .activation import Activator
 from .authn import Authenticator, JwtSettings
 from .bundle_fetch import BundleSync, make_fetcher
 from .bundle_format import load_public_key, trusted_keys
+from .cache import EntityCache
 from .config import ConfigError
 from .decision_log import DecisionLog
 from .grpc_service import FeatureServicer, Observer
@@ -197,7 +198,11 @@ def build(
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    reader = FeatureReader(active, store)
+    cache = None
+    if settings.cache_entries:
+        cache = EntityCache(settings.cache_entries, settings.cache_ttl)
+        cache.stats.listeners.append(metrics.cache_lookup)
+    reader = FeatureReader(active, store, cache=cache)
     all_observers = [calls.observe, *(observers or [])]
     decision_log = None
     if settings.decision_log:

@@ -23,6 +23,10 @@ from .grpc_service import CallOutcome
 
 log = logging.getLogger("featuresidecar.decision_log")
 
+# The writer formats for at most _SLICE seconds at a time, then pauses _PAUSE seconds.
+_SLICE = 0.0002
+_PAUSE = 0.0005
+
 
 class DecisionLog:
     def __init__(
@@ -39,6 +43,9 @@ class DecisionLog:
         self.stream = stream
         self.entities = entities
         self.entity_key = entity_key or b"feature-sidecar/decision-log"
+        self._hmac = hmac.new(self.entity_key, digestmod=hashlib.sha256)
+        self._fragments: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
+        self._last_second: tuple[int, str] = (-1, "")
         self.clock = clock
         self.dropped = 0
         self.written = 0
@@ -94,13 +101,15 @@ class DecisionLog:
         while True:
             stopping = self._stopping.wait(self._interval)
             lines = []
+            slice_end = time.perf_counter() + _SLICE
             while pending:
                 stamp, outcome = pending.popleft()
                 lines.append(self.line(stamp, outcome) + "\n")
-                if len(lines) % 32 == 0:
-                    # Lets the serving thread take the GIL now and then: a long batch of lines
-                    # must not hold up a call for milliseconds.
-                    time.sleep(0)
+                if time.perf_counter() > slice_end and not stopping:
+                    # Formatting holds the GIL: after a short slice, step aside so that a call
+                    # waiting for the serving thread is not held up for a millisecond.
+                    time.sleep(_PAUSE)
+                    slice_end = time.perf_counter() + _SLICE
             if lines:
                 self.writing = len(lines)
                 try:
@@ -116,34 +125,60 @@ class DecisionLog:
 
     def line(self, stamp: float, outcome: CallOutcome) -> str:
         record = outcome.record
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp))
-            + f".{int(stamp * 1000) % 1000:03d}Z",
-            "request_id": outcome.request_id,
-            "method": outcome.method,
-            "principal": record.principal
-            or (outcome.identity.principal if outcome.identity else ""),
-            "identity_source": outcome.identity.source if outcome.identity else "",
-            "roles": list(record.roles),
-            "features": {
-                "allowed": record.allowed,
-                "denied": record.denied,
-                "masked": record.masked,
-            },
-            "entity_count": record.entities,
-            "policy_revision": record.revision,
-            "code": outcome.code.name,
-            "latency_ms": round(outcome.seconds * 1000, 3),
+        identity = outcome.identity
+        dumps = json.dumps
+        # Roles and feature lists are the cached objects of the caller's plan: their JSON is
+        # made once per plan, not once per line.
+        features = self._fragment(
+            (record.allowed, record.denied, record.masked),
+            lambda: dumps(
+                {"allowed": record.allowed, "denied": record.denied, "masked": record.masked},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ),
+        )
+        roles = self._fragment(
+            (record.roles,), lambda: dumps(list(record.roles), ensure_ascii=False)
+        )
+        principal = record.principal or (identity.principal if identity else "")
+        seconds = int(stamp)
+        text = (
+            f'{{"time":"{self._second(seconds)}.{int(stamp * 1000) % 1000:03d}Z",'
+            f'"request_id":{dumps(outcome.request_id)},"method":"{outcome.method}",'
+            f'"principal":{dumps(principal, ensure_ascii=False)},'
+            f'"identity_source":"{identity.source if identity else ""}",'
+            f'"roles":{roles},"features":{features},"entity_count":{record.entities},'
+            f'"policy_revision":{record.revision},"code":"{outcome.code.name}",'
+            f'"latency_ms":{round(outcome.seconds * 1000, 3)}'
+        )
+        if self.entities == "none":
+            return text + "}"
+        entities = {
+            name: [self._entity(name, v) for v in values]
+            for name, values in record.entity_values.items()
         }
-        if self.entities != "none":
-            entry["entities"] = {
-                name: [self._entity(name, v) for v in values]
-                for name, values in record.entity_values.items()
-            }
-        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+        return f'{text},"entities":{dumps(entities, ensure_ascii=False, separators=(",", ":"))}}}'
+
+    def _fragment(self, parts: tuple[Any, ...], make: Callable[[], str]) -> str:
+        key = tuple(id(part) for part in parts)
+        cached = self._fragments.get(key)
+        if cached is not None and all(a is b for a, b in zip(cached[0], parts, strict=True)):
+            return cached[1]
+        text = make()
+        if len(self._fragments) > 4096:
+            self._fragments.clear()
+        # Holding the parts keeps their ids from being reused by other objects.
+        self._fragments[key] = (parts, text)
+        return text
+
+    def _second(self, seconds: int) -> str:
+        if seconds != self._last_second[0]:
+            self._last_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        return self._last_second[1]
 
     def _entity(self, name: str, value: Any) -> Any:
         if self.entities == "plain":
             return value
-        message = f"{name}={value}".encode()
-        return hmac.new(self.entity_key, message, hashlib.sha256).hexdigest()[:16]
+        digest = self._hmac.copy()
+        digest.update(f"{name}={value}".encode())
+        return digest.hexdigest()[:16]

@@ -120,13 +120,17 @@ def entity_keys(
     return keys
 
 
+def hmget(group: Group, key: bytes) -> bytes:
+    """The RESP of one HMGET of `group`'s fields for one entity."""
+    return b"%s$%d\r\n%s\r\n%s" % (group.command_head, len(key), key, group.command_tail)
+
+
 def pack_commands(
     plan: ReadPlan, entities: Mapping[str, Sequence[int | str]], rows: int, project: bytes
 ) -> bytes:
     """Every HMGET of a request as one RESP payload (groups in order, rows in order)."""
-    parts: list[bytes] = []
-    for group in plan.groups:
-        head, tail = group.command_head, group.command_tail
-        for key in entity_keys(group, entities, rows, project):
-            parts.append(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, tail))
-    return b"".join(parts)
+    return b"".join(
+        hmget(group, key)
+        for group in plan.groups
+        for key in entity_keys(group, entities, rows, project)
+    )

@@ -289,6 +289,13 @@ class SidecarMetrics:
             "Decision-log lines dropped because the writer fell behind.",
             registry=registry,
         )
+        self.cache_lookups = Counter(
+            "feature_sidecar_cache_lookups",
+            "Entity lookups of the optional local cache (--cache-entries): hit, miss, or shared "
+            "(a miss that waited for another call's read of the same entity).",
+            ("result",),
+            registry=registry,
+        )
         self.build_info = Gauge(
             "feature_sidecar_build_info",
             "1, labelled with the version of the running sidecar.",
@@ -304,6 +311,9 @@ class SidecarMetrics:
         self._redis_errors = {kind: self.redis_errors.labels(kind) for kind in REDIS_ERROR_KINDS}
         self._bundle_failures = {
             reason: self.bundle_failures.labels(reason) for reason in BUNDLE_FAILURE_REASONS
+        }
+        self._cache_lookups = {
+            result: self.cache_lookups.labels(result) for result in ("hit", "miss", "shared")
         }
         self._redis_up_value: bool | None = None
         self._bundle_label: tuple[str, str] | None = None
@@ -381,6 +391,12 @@ class SidecarMetrics:
 
     def decision_log_drop(self) -> None:
         self.decision_log_dropped.inc()
+
+    def cache_lookup(self, kind: str, count: int) -> None:
+        self._cache_lookups[_CACHE_RESULTS[kind]].inc(count)
+
+
+_CACHE_RESULTS = {"hits": "hit", "misses": "miss", "shared": "shared"}
 
 
 class _BeforeCollect(Collector):

@@ -3,12 +3,12 @@
 Counting a column costs a handful of NumPy calls whatever its length, and each NumPy call costs
 about a microsecond; done per call that would be tens of microseconds for a call of a few
 columns. So a call only appends references to its status and timestamp arrays (under a
-microsecond) and every quarter second, before every collection of the registry, and at shutdown,
+microsecond) and every 50 ms, before every collection of the registry, and at shutdown,
 the whole batch is counted in one pass, off the request path (counting inside a call would add a
-millisecond to that call's latency). Only a batch grown past `batch_calls` calls or
-`batch_values` values is counted at once, to bound memory. The counts of a call that has
-returned are therefore in every scrape of the single-process registry, and at most a quarter
-second late in the files of `--workers` mode.
+millisecond to that call's latency; small batches keep each pass short). Only a batch grown
+past `batch_calls` calls or `batch_values` values is counted at once, to bound memory. The
+counts of a call that has returned are therefore in every scrape of the single-process
+registry, and at most 50 ms late in the files of `--workers` mode.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class ServedValues:
         finally:
             self._count_lock.release()
 
-    async def run(self, stop: asyncio.Event, every: float = 0.25) -> None:
+    async def run(self, stop: asyncio.Event, every: float = 0.05) -> None:
         """Counts at least every `every` seconds, so quiet workers' files are current."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):

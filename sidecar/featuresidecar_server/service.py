@@ -17,9 +17,10 @@ from featuresidecar.v1 import feature_service_pb2 as pb
 
 from . import wire
 from .access import Identity
+from .cache import EntityCache
 from .columns import TimestampCache, build_columns
 from .errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
-from .layout import pack_commands
+from .layout import entity_keys, pack_commands
 from .ratelimit import RateLimiter
 from .snapshot import ActivePolicy, Prepared, Snapshot
 
@@ -51,9 +52,11 @@ class FeatureReader:
         *,
         clock_ns: Callable[[], int] = time.time_ns,
         limiter: RateLimiter | None = None,
+        cache: EntityCache | None = None,
     ) -> None:
         self.active = active
         self.store = store
+        self.cache = cache
         self.clock_ns = clock_ns
         self.limiter = limiter or RateLimiter(time.monotonic)
         self.stamps = TimestampCache()
@@ -91,9 +94,15 @@ class FeatureReader:
 
         plan = prepared.plan
         replies: list[Any] = []
-        if rows and plan.slots:
+        cache = self.cache
+        if rows and plan.slots and cache is None:
             payload = pack_commands(plan, entities, rows, snapshot.project)
             replies = await self.store.fetch(payload, rows * len(plan.groups), timeout)
+        elif rows and plan.slots and cache is not None:
+            keys = [entity_keys(g, entities, rows, snapshot.project) for g in plan.groups]
+            replies = await cache.fetch(
+                lambda payload, count: self.store.fetch(payload, count, timeout), plan.groups, keys
+            )
         now = self.clock_ns()
         record.now_ns = now
         columns = build_columns(

@@ -157,6 +157,20 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "mask-key-file", "str", None, "secret mixed into the key of 'mask: hash'", metavar="FILE"
     ),
+    Option(
+        "cache-entries",
+        "int",
+        0,
+        "entity hashes kept in a local cache (0: no cache); see --cache-ttl",
+        metavar="N",
+    ),
+    Option(
+        "cache-ttl",
+        "duration",
+        1.0,
+        "how long a cached entity may be served before Redis is read again",
+        metavar="DURATION",
+    ),
 )
 
 
@@ -195,6 +209,8 @@ class ServeSettings:
     metrics_principal_label: bool
     workers: int
     mask_key_file: str | None
+    cache_entries: int
+    cache_ttl: float
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> ServeSettings:
@@ -223,6 +239,8 @@ class ServeSettings:
                 parse_host_port(self.metrics_listen, "--metrics-listen")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.cache_entries < 0:
+            raise ConfigError("--cache-entries must not be negative")
         if self.bundle_max_bytes < 1:
             raise ConfigError("--bundle-max-bytes must be positive")
         if not self.allow_unsigned and not self.bundle_public_key:

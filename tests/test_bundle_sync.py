@@ -512,3 +512,29 @@ def test_the_parsed_copy_in_the_bundle_gives_the_same_policy_as_the_source(keys:
     bundle = verify(build(POLICY, 1, keys["a"]), trusted_keys([keys["a"].public_key()]))
     assert bundle.policy_data is not None
     assert parse_policy_data(bundle.policy_data, "b") == parse_policy(POLICY, "b")
+
+
+def test_an_https_bundle_server_is_verified_against_the_given_ca(
+    http_server: BundleServer, keys: Any, tmp_path: Path
+) -> None:
+    import ssl
+
+    from test_redis_connections import _certificates
+
+    cert, key = _certificates(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    http_server.httpd.socket = context.wrap_socket(http_server.httpd.socket, server_side=True)
+    http_server.serve(build(POLICY, 3, keys["a"]))
+    url = http_server.url.replace("http://", "https://")
+
+    trusted = _activator(keys)
+    BundleSync(HttpFetcher(url, ca_file=str(cert), timeout=5), trusted, interval=1).poll_once()
+    assert _revision(trusted) == 3
+
+    untrusted = _activator(keys)
+    BundleSync(HttpFetcher(url, timeout=5), untrusted, interval=1).poll_once()
+    assert untrusted.active.current is None
+    error = untrusted.status.last_error
+    assert error is not None and error["reason"] == "http"
+    assert error["message"].startswith("TLS failed: CERTIFICATE_VERIFY_FAILED")

@@ -133,12 +133,29 @@ def test_served_values_are_the_same_with_and_without_the_cache(
     redis_server: LocalRedis, sidecar_factory: Any, tmp_path: Any, entries: int
 ) -> None:
     now = time.time_ns()
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_stats", {"user_id": 1},
-               {"ctr_7d": 0.5, "orders_30d": 3, "is_premium": True}, now)
-    put_entity(redis_server.url, EXAMPLE_POLICY, "user_stats", {"user_id": 2},
-               {"ctr_7d": 0.25, "orders_30d": 1, "is_premium": False}, now - 7 * 3600 * 10**9)
-    sidecar = sidecar_factory(redis=redis_server.url, bundle=str(EXAMPLE_POLICY),
-                              workload_principal=RANKER, cache_entries=entries, cache_ttl=60.0)
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_stats",
+        {"user_id": 1},
+        {"ctr_7d": 0.5, "orders_30d": 3, "is_premium": True},
+        now,
+    )
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_stats",
+        {"user_id": 2},
+        {"ctr_7d": 0.25, "orders_30d": 1, "is_premium": False},
+        now - 7 * 3600 * 10**9,
+    )
+    sidecar = sidecar_factory(
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal=RANKER,
+        cache_entries=entries,
+        cache_ttl=60.0,
+    )
     _, client = stub(sidecar.address)
     message = request(["user_stats:ctr_7d"], {"user_id": [1, 2, 3]})
     for _ in range(3):

@@ -771,7 +771,7 @@ def test_redis_password_is_used_and_never_printed(capsys, monkeypatch, policy, t
         code, err = run(capsys, load(in_url, policy, "stats", source))
         assert code == 0, err
         assert SUMMARY.fullmatch(err).group(4) == (  # type: ignore[union-attr]
-            f"redis://***@127.0.0.1:{guarded.port}/0"
+            f"redis://:***@127.0.0.1:{guarded.port}/0"
         )
         code, err = run(capsys, load(guarded.url, policy, "stats", source))
         assert code == 1

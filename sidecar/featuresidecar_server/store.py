@@ -33,7 +33,7 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else "***@"
+    user = f"{parts.username or ''}:***@"
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 

@@ -178,6 +178,35 @@ def latency(call: Callable[[], Any], calls: int, warmup: int) -> dict[str, float
     return _summary(samples)
 
 
+def interleaved(
+    callers: dict[str, Callable[[], Any]], calls: int, warmup: int, rounds: int = 10
+) -> dict[str, dict[str, float]]:
+    """Latency of each caller, measured in alternating blocks so that all of them see the same
+    machine: a slow minute on a shared host then moves every number, not the ratios."""
+    for call in callers.values():
+        for _ in range(warmup):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in callers}
+    block = max(1, calls // rounds)
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for name, call in callers.items():
+            out = samples[name]
+            for _ in range(block):
+                started = clock()
+                call()
+                out.append(clock() - started)
+    return {name: _summary(values) for name, values in samples.items()}
+
+
+def _caller(
+    stack: contextlib.ExitStack, port: int, request: bytes, metadata: Sequence[tuple[str, str]]
+) -> Callable[[], bytes]:
+    call, channel = grpc_caller(port, request, metadata)
+    stack.callback(channel.close)
+    return call
+
+
 def grpc_caller(
     port: int, request: bytes, metadata: Sequence[tuple[str, str]]
 ) -> tuple[Callable[[], bytes], grpc.Channel]:
@@ -311,10 +340,10 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
         }
         responses: dict[str, bytes] = {}
 
-        print("- sidecar, small catalog, 1 worker: s1 s2 s3", flush=True)
-        port = free_port()
-        args = _serve_args(
-            port,
+        print("- latency, 1 worker each: the sidecars and the floors, interleaved", flush=True)
+        small_port, large_port = free_port(), free_port()
+        small_args = _serve_args(
+            small_port,
             small_bundle,
             small_pub,
             redis_server.url,
@@ -324,33 +353,50 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
             work,
             "small-1",
         )
-        with sidecar(args, log, port):
+        large_args = _serve_args(
+            large_port,
+            large_bundle,
+            large_pub,
+            redis_server.url,
+            identity,
+            work / "state-large-1",
+            1,
+            work,
+            "large-1",
+        )
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(sidecar(small_args, log, small_port))
+            stack.enter_context(sidecar(large_args, log, large_port))
             for name, message in requests.items():
-                call, channel = grpc_caller(port, message, metadata)
+                call, channel = grpc_caller(small_port, message, metadata)
+                stack.callback(channel.close)
                 responses[name] = call()
-                scen[name] = latency(
-                    call, settings.calls_s2 if name == "s2" else settings.calls, settings.warmup
-                )
-                channel.close()
-
-        print("- floors: redis and grpc, 1 worker", flush=True)
-        for name, refs, users in (
-            ("s1", workload.S1_FEATURES, one),
-            ("s2", workload.S1_FEATURES, hundred),
-            ("s3", workload.S3_FEATURES, one),
-        ):
-            fetch = floor_redis(redis_server.url, refs)
-            results["floors"]["redis"][name] = latency(
-                lambda f=fetch, u=users: f(u),
-                settings.calls_s2 if name == "s2" else settings.calls,
-                settings.warmup,
-            )
-            with floor_server(responses[name], 1, work) as floor_port:
-                call, channel = grpc_caller(floor_port, requests[name], metadata)
-                results["floors"]["grpc"][name] = latency(
-                    call, settings.calls_s2 if name == "s2" else settings.calls, settings.warmup
-                )
-                channel.close()
+            floors = {
+                name: stack.enter_context(floor_server(responses[name], 1, work))
+                for name in requests
+            }
+            for name, refs, users in (
+                ("s1", workload.S1_FEATURES, one),
+                ("s2", workload.S1_FEATURES, hundred),
+                ("s3", workload.S3_FEATURES, one),
+            ):
+                fetch = floor_redis(redis_server.url, refs)
+                callers = {
+                    name: _caller(stack, small_port, requests[name], metadata),
+                    "floor_grpc": _caller(stack, floors[name], requests[name], metadata),
+                    "floor_redis": lambda f=fetch, u=users: f(u),  # type: ignore[misc]
+                }
+                if name == "s1":
+                    # s5 is s1 against the large catalog: measured alongside, so that drift of
+                    # the machine does not pass for a difference between the catalogs.
+                    callers["s5"] = _caller(stack, large_port, requests["s1"], metadata)
+                calls = settings.calls_s2 if name == "s2" else settings.calls
+                measured = interleaved(callers, calls, settings.warmup)
+                scen[name] = measured[name]
+                results["floors"]["grpc"][name] = measured["floor_grpc"]
+                results["floors"]["redis"][name] = measured["floor_redis"]
+                if "s5" in measured:
+                    scen["s5"] = measured["s5"]
 
         print(f"- s4: 32 callers, {settings.workers} workers, sidecar then floor", flush=True)
         port = free_port()
@@ -371,24 +417,6 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
             results["floors"]["grpc"]["s4"] = throughput(
                 floor_port, requests["s1"], metadata, settings.s4_seconds
             )
-
-        print("- s5: large catalog (10,000 features, 200 roles), 1 worker", flush=True)
-        port = free_port()
-        args = _serve_args(
-            port,
-            large_bundle,
-            large_pub,
-            redis_server.url,
-            identity,
-            work / "state-large-1",
-            1,
-            work,
-            "large-1",
-        )
-        with sidecar(args, log, port):
-            call, channel = grpc_caller(port, requests["s1"], metadata)
-            scen["s5"] = latency(call, settings.calls, settings.warmup)
-            channel.close()
 
         print("- s6: Zipf-distributed entities, with and without the local cache", flush=True)
         scen["s6"] = zipf_benchmark(

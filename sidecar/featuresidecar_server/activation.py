@@ -8,9 +8,6 @@ leaves the active bundle in place. The last good bundle is written to the state 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import logging
 import os
 import tempfile
@@ -22,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .bundle_format import Bundle, BundleError, verify
+from .memory import release_memory
 from .policy import Policy
 from .policy_yaml import PolicyError, parse_policy, parse_policy_data
 from .snapshot import ActivePolicy, Snapshot
@@ -259,20 +257,3 @@ def _parse(bundle: Bundle, where: str) -> Policy:
     except PolicyError as data_error:
         parse_policy(bundle.policy_source, source=where)  # raises, with the line
         raise data_error from None
-
-
-def release_memory() -> None:
-    """Hands the memory freed after parsing a bundle back to the system (glibc keeps it
-    otherwise), so a worker's resident size reflects what it holds, not what it once parsed."""
-    global _TRIM
-    gc.collect()
-    if _TRIM is None:
-        try:
-            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM: Any = None

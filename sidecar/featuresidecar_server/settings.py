@@ -32,7 +32,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "time limit of one Redis round trip, e.g. 250ms",
         metavar="DURATION",
     ),
-    Option("redis-max-connections", "int", 64, "Redis connections per worker", metavar="N"),
+    Option(
+        "redis-max-connections",
+        "int",
+        2,
+        "pipelining Redis connections per worker, shared by concurrent calls",
+        metavar="N",
+    ),
     Option(
         "redis-health-interval",
         "duration",

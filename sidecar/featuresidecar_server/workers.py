@@ -172,9 +172,11 @@ def worker_main() -> int:
         print(f"feature-sidecar worker: bad start-up message: {exc}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
     from . import app, logs
+    from .memory import limit_arenas
     from .server import ListenError
 
     logs.configure(settings.log_format, settings.log_level)
+    limit_arenas()
     for handler in logging.getLogger("featuresidecar").handlers:
         handler.addFilter(_WorkerField(index))
     publisher = StatusPublisher(status_path(directory, index), index, parent)

@@ -37,6 +37,7 @@ from floors import floor_redis
 
 from featuresidecar.v1 import feature_service_pb2 as pb
 from featuresidecar_server.devredis import LocalRedis, free_port
+from featuresidecar_server.probe import wait_serving
 
 METHOD = "/featuresidecar.v1.FeatureService/GetFeatures"
 BIN = Path(sys.executable).parent
@@ -70,19 +71,6 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def _serving(target: str) -> bool:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    try:
-        with grpc.insecure_channel(target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=0.5
-            )
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
-
-
 @contextlib.contextmanager
 def sidecar(
     args: list[str], log: Path, port: int
@@ -95,11 +83,10 @@ def sidecar(
             [str(BIN / "feature-sidecar"), "serve", *args], stdout=out, stderr=out, env=env
         )
     try:
-        deadline = time.monotonic() + 60
-        while not _serving(f"127.0.0.1:{port}"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the sidecar did not start; see {log}")
-            time.sleep(0.005)
+        try:
+            wait_serving(f"127.0.0.1:{port}", process, timeout=60)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {log}") from None
         yield process, time.perf_counter() - started
     finally:
         _stop(process)

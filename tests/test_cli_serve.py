@@ -15,11 +15,11 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import EXAMPLE_POLICY, column_values, put_entity, request, stub
 
 from featuresidecar_server import config
 from featuresidecar_server.devredis import LocalRedis
+from featuresidecar_server.probe import wait_serving
 from featuresidecar_server.settings import SERVE_OPTIONS
 
 RANKER = "spiffe://cluster.local/ns/ml/sa/ranker"
@@ -39,23 +39,11 @@ def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
 
 
 def _wait_serving(address: str, process: subprocess.Popen[str], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"sidecar exited: {process.stderr.read() if process.stderr else ''}"
-            )
-        try:
-            with grpc.insecure_channel(address) as channel:
-                status = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-            if status.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("sidecar never became SERVING")
+    try:
+        wait_serving(address, process, timeout)
+    except RuntimeError as exc:
+        details = process.stderr.read() if process.stderr and process.poll() is not None else ""
+        raise AssertionError(f"{exc}: {details}") from None
 
 
 def _stop(process: subprocess.Popen[str]) -> tuple[int, str, str]:

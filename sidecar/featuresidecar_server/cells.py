@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from .codec import encode_timestamp, encode_value
+from .codec import encode_timestamp, encode_value, varint
 from .entity_key import serialize_value
 from .valuetypes import KINDS, ValueKind
 
@@ -285,7 +285,7 @@ def _fixed_width(data: np.ndarray, element: str) -> list[bytes]:
 def _encode_float_lists(values: Values, kind: ValueKind, dim: int) -> list[bytes]:
     """float_list/double_list rows: NumPy packs each row's elements in one call."""
     dtype = _FIXED[kind.element][1]
-    header = _varint(kind.number << 3 | 2)
+    header = varint(kind.number << 3 | 2)
     out: list[bytes] = []
     for i, value in enumerate(values):
         if value is None:
@@ -308,18 +308,9 @@ def _encode_float_lists(values: Values, kind: ValueKind, dim: int) -> list[bytes
                 packed = np.asarray(check_value(value, kind, dim), dtype=dtype).tobytes()
         except ValueError as exc:
             raise CellError(i, value, str(exc)) from None
-        inner = (b"\x0a" + _varint(len(packed)) + packed) if packed else b""
-        out.append(header + _varint(len(inner)) + inner)
+        inner = (b"\x0a" + varint(len(packed)) + packed) if packed else b""
+        out.append(header + varint(len(inner)) + inner)
     return out
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 # --- join keys ----------------------------------------------------------------------------------

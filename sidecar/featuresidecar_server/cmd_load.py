@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from . import config
-from .config import ENV_PREFIX, ConfigError, Option
+from .config import ENV_PREFIX, ConfigError, Option, redis_password
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -114,18 +114,7 @@ class LoadSettings:
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
     def redis_password(self) -> str | None:
-        env = os.environ.get(ENV_PREFIX + "REDIS_PASSWORD")
-        if env:
-            return env
-        if self.redis_password_file:
-            try:
-                with open(self.redis_password_file, encoding="utf-8") as handle:
-                    return handle.read().strip() or None
-            except OSError as exc:
-                raise ConfigError(
-                    f"--redis-password-file {self.redis_password_file}: {exc.strerror}"
-                ) from None
-        return None
+        return redis_password(self.redis_password_file)
 
 
 def register(sub: Any) -> None:

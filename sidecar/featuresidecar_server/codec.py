@@ -140,12 +140,19 @@ def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _put_varint(out: bytearray, value: int) -> None:
+def varint(value: int) -> bytes:
+    """A protobuf varint; negative numbers as their 64-bit two's complement (10 bytes)."""
     value &= (1 << 64) - 1
+    out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+    return bytes(out)
+
+
+def _put_varint(out: bytearray, value: int) -> None:
+    out += varint(value)
 
 
 # --- reading a Value ----------------------------------------------------------------------------

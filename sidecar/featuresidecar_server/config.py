@@ -181,3 +181,18 @@ def load(
     path = getattr(flags, "config", None) or environment.get(ENV_PREFIX + "CONFIG")
     file_values = read_config_file(path) if path else {}
     return resolve(options, flags, environment, file_values)
+
+
+def redis_password(password_file: str | None) -> str | None:
+    """The Redis password from FEATURE_SIDECAR_REDIS_PASSWORD, else from the file named by
+    --redis-password-file, else None (a password in the URL needs neither)."""
+    env = os.environ.get(ENV_PREFIX + "REDIS_PASSWORD")
+    if env:
+        return env
+    if password_file:
+        try:
+            with open(password_file, encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"--redis-password-file {password_file}: {exc.strerror}") from None
+    return None

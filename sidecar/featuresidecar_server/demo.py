@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .devredis import LocalRedis
+from .probe import wait_serving
 
 PRINCIPAL = "demo-model"
 COUNTRIES = ("DE", "FR", "PL", "ES", "SE", "IT")
@@ -108,7 +108,10 @@ def _sidecar(workdir: Path, redis_url: str, policy: Path) -> Iterator[str]:
         env={k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")},
     )
     try:
-        _wait_serving(f"unix:{socket_path}", process, workdir / "sidecar.log")
+        try:
+            wait_serving(f"unix:{socket_path}", process)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{(workdir / 'sidecar.log').read_text()[-2000:]}") from None
         yield f"unix:{socket_path}"
     finally:
         if process.poll() is None:
@@ -119,24 +122,6 @@ def _sidecar(workdir: Path, redis_url: str, policy: Path) -> Iterator[str]:
                 process.kill()
                 process.wait()
         log.close()
-
-
-def _wait_serving(target: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the sidecar exited:\n{log.read_text()[-2000:]}")
-        with contextlib.suppress(grpc.RpcError), grpc.insecure_channel(target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("the sidecar did not become SERVING within 30 s")
 
 
 def _cell(value: Any) -> str:

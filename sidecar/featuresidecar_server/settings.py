@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .config import ENV_PREFIX, ConfigError, Option
+from .config import ENV_PREFIX, ConfigError, Option, redis_password
 
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
@@ -271,18 +270,7 @@ class ServeSettings:
                 )
 
     def redis_password(self) -> str | None:
-        env = os.environ.get(ENV_PREFIX + "REDIS_PASSWORD")
-        if env:
-            return env
-        if self.redis_password_file:
-            try:
-                with open(self.redis_password_file, encoding="utf-8") as handle:
-                    return handle.read().strip() or None
-            except OSError as exc:
-                raise ConfigError(
-                    f"--redis-password-file {self.redis_password_file}: {exc.strerror}"
-                ) from None
-        return None
+        return redis_password(self.redis_password_file)
 
 
 def parse_host_port(address: str, what: str) -> tuple[str, int]:

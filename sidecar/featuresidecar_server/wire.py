@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+from .codec import varint
+
 # GetFeaturesResponse
 _NAMES = 0x0A  # 1: feature_names, LEN
 _COLUMNS = 0x12  # 2: columns, LEN
@@ -24,16 +26,6 @@ _DATA = 0x22  # 4: data, LEN
 _HAS_DEFAULT = b"\x40\x01"  # 8: has_default = true
 _NO_DEFAULT = b"\x40\x00"  # 8: has_default = false, written explicitly
 _MASK = 0x48  # 9: mask, VARINT
-
-
-def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 @lru_cache(maxsize=4096)

@@ -44,7 +44,9 @@ class DecisionLog:
         self.entities = entities
         self.entity_key = entity_key or b"feature-sidecar/decision-log"
         self._hmac = hmac.new(self.entity_key, digestmod=hashlib.sha256)
-        self._fragments: dict[tuple[int, ...], tuple[tuple[Any, ...], str]] = {}
+        # id of a plan's feature list -> (the lists, their JSON); principal or roles -> JSON.
+        self._features_json: dict[int, tuple[Any, Any, Any, str]] = {}
+        self._strings: dict[Any, str] = {}
         self._last_second: tuple[int, str] = (-1, "")
         self.clock = clock
         self.dropped = 0
@@ -126,59 +128,67 @@ class DecisionLog:
     def line(self, stamp: float, outcome: CallOutcome) -> str:
         record = outcome.record
         identity = outcome.identity
-        dumps = json.dumps
-        # Roles and feature lists are the cached objects of the caller's plan: their JSON is
-        # made once per plan, not once per line.
-        features = self._fragment(
-            (record.allowed, record.denied, record.masked),
-            lambda: dumps(
-                {"allowed": record.allowed, "denied": record.denied, "masked": record.masked},
-                ensure_ascii=False,
-                separators=(",", ":"),
-            ),
-        )
-        roles = self._fragment(
-            (record.roles,), lambda: dumps(list(record.roles), ensure_ascii=False)
-        )
+        # Feature lists and roles are the objects cached with the caller's plan, principals
+        # repeat: their JSON is made once, not once per line. Request ids, join key names and
+        # hashed entity ids are plain ASCII by construction and need no escaping.
+        allowed, denied, masked = record.allowed, record.denied, record.masked
+        cached = self._features_json.get(id(allowed))
+        if (
+            cached is None
+            or cached[0] is not allowed
+            or cached[1] is not denied
+            or (cached[2] is not masked)
+        ):
+            text = _dumps({"allowed": allowed, "denied": denied, "masked": masked})
+            cached = (allowed, denied, masked, text)
+            self._remember(self._features_json, id(allowed), cached)
+        features = cached[3]
         principal = record.principal or (identity.principal if identity else "")
+        quoted = self._strings.get(principal)
+        if quoted is None:
+            quoted = _dumps(principal)
+            self._remember(self._strings, principal, quoted)
+        roles = self._strings.get(record.roles)
+        if roles is None:
+            roles = _dumps(list(record.roles))
+            self._remember(self._strings, record.roles, roles)
         seconds = int(stamp)
         text = (
             f'{{"time":"{self._second(seconds)}.{int(stamp * 1000) % 1000:03d}Z",'
-            f'"request_id":{dumps(outcome.request_id)},"method":"{outcome.method}",'
-            f'"principal":{dumps(principal, ensure_ascii=False)},'
-            f'"identity_source":"{identity.source if identity else ""}",'
+            f'"request_id":"{outcome.request_id}","method":"{outcome.method}",'
+            f'"principal":{quoted},"identity_source":"{identity.source if identity else ""}",'
             f'"roles":{roles},"features":{features},"entity_count":{record.entities},'
             f'"policy_revision":{record.revision},"code":"{outcome.code.name}",'
             f'"latency_ms":{round(outcome.seconds * 1000, 3)}'
         )
         if self.entities == "none":
             return text + "}"
-        entities = {
-            name: [self._entity(name, v) for v in values]
+        if self.entities == "plain":
+            return f'{text},"entities":{_dumps(record.entity_values)}}}'
+        columns = ",".join(
+            f'"{name}":["' + '","'.join(self._entity(name, v) for v in values) + '"]'
+            if values
+            else f'"{name}":[]'
             for name, values in record.entity_values.items()
-        }
-        return f'{text},"entities":{dumps(entities, ensure_ascii=False, separators=(",", ":"))}}}'
+        )
+        return f'{text},"entities":{{{columns}}}}}'
 
-    def _fragment(self, parts: tuple[Any, ...], make: Callable[[], str]) -> str:
-        key = tuple(id(part) for part in parts)
-        cached = self._fragments.get(key)
-        if cached is not None and all(a is b for a, b in zip(cached[0], parts, strict=True)):
-            return cached[1]
-        text = make()
-        if len(self._fragments) > 4096:
-            self._fragments.clear()
-        # Holding the parts keeps their ids from being reused by other objects.
-        self._fragments[key] = (parts, text)
-        return text
+    @staticmethod
+    def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(cache) > 4096:
+            cache.clear()
+        cache[key] = value
 
     def _second(self, seconds: int) -> str:
         if seconds != self._last_second[0]:
             self._last_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
         return self._last_second[1]
 
-    def _entity(self, name: str, value: Any) -> Any:
-        if self.entities == "plain":
-            return value
+    def _entity(self, name: str, value: Any) -> str:
         digest = self._hmac.copy()
         digest.update(f"{name}={value}".encode())
         return digest.hexdigest()[:16]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

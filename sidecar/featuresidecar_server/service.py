@@ -7,7 +7,7 @@ serving rules -> response. The gRPC layer passes in the verified identity and co
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +34,10 @@ class CallRecord:
     revision: int = 0
     entities: int = 0
     features: int = 0
-    allowed: list[str] = field(default_factory=list)
-    denied: list[str] = field(default_factory=list)
-    masked: list[str] = field(default_factory=list)
+    # Shared with the caller's cached plan: never changed in place.
+    allowed: Sequence[str] = ()
+    denied: Sequence[str] = ()
+    masked: Sequence[str] = ()
     entity_values: dict[str, list[Any]] = field(default_factory=dict)
     # (view, statuses, event timestamps, how many columns share them) of served columns.
     columns: list[tuple[str, np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
@@ -125,7 +126,7 @@ class FeatureReader:
         rows: int,
         record: CallRecord,
     ) -> None:
-        record.denied = list(prepared.denied)
+        record.denied = prepared.denied
         if prepared.denied and not allow_partial:
             if not prepared.roles:
                 raise PermissionDenied(

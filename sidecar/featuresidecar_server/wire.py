@@ -65,8 +65,17 @@ def fixed_column_head(
 
     `has_default` is always written, false included, so that heads of columns with the same
     row count have the same length and a batch of columns fits one NumPy block. Field order does
-    not matter to protobuf readers.
+    not matter to protobuf readers. Heads of a few rows are cached: rows loaded together share
+    their event time, so the same heads come back call after call.
     """
+    if len(timestamps) <= _CACHED_TIMESTAMPS:
+        return _cached_head(type_number, statuses, timestamps, data_length, has_default)
+    return _head(type_number, statuses, timestamps, data_length, has_default)
+
+
+def _head(
+    type_number: int, statuses: bytes, timestamps: bytes, data_length: int, has_default: bool
+) -> bytes:
     head = b"".join(
         (
             type_field(type_number),
@@ -96,3 +105,7 @@ def response(names_part: bytes, columns: Sequence[bytes], revision: int, rows: i
     if rows:
         tail += bytes((_ROWS,)) + varint(rows)
     return b"".join((names_part, *columns, tail))
+
+
+_CACHED_TIMESTAMPS = 64  # bytes: up to 8 rows
+_cached_head = lru_cache(maxsize=4096)(_head)

@@ -30,10 +30,9 @@ import numpy as np
 
 def _outcomes() -> dict[str, Any]:
     from featuresidecar_server.access import Identity
-    from featuresidecar_server.codec import Status, build_column
+    from featuresidecar_server.codec import Status
     from featuresidecar_server.grpc_service import CallOutcome
     from featuresidecar_server.service import CallRecord
-    from featuresidecar_server.valuetypes import KINDS
 
     now = time.time_ns()
     identity = Identity("bench", (), "workload")
@@ -44,11 +43,9 @@ def _outcomes() -> dict[str, Any]:
         statuses = np.full(rows, Status.PRESENT, dtype=np.uint8)
         statuses[::7] = Status.NOT_FOUND
         for i in range(features):
-            column = build_column(KINDS["int64"], statuses.copy(), [1] * rows)
             stamps = np.full(rows, now - 90 * 1_000_000_000, dtype=np.int64)
             stamps[statuses == Status.NOT_FOUND] = 0
-            column.timestamps = stamps
-            result.columns.append((f"view_{i % views}", column))
+            result.columns.append((f"view_{i % views}", statuses.copy(), stamps, 1))
         result.allowed = [f"view_{i % views}:f{i}" for i in range(features)]
         return result
 

@@ -80,6 +80,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"rss: {results['rss']['mib']} MiB per worker; "
         f"startup: {results['startup']['s']} s",
         "",
+        "recording metrics, microseconds per call: "
+        + "; ".join(f"{k}: {v}" for k, v in results.get("metrics_cost_us", {}).items()),
+        "",
         "| target | measured | bound | met |",
         "|---|---|---|---|",
     ]

@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import metrics_cost
 import peers
 import report
 import workload
@@ -462,6 +463,10 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
 
         print(f"- load: {settings.load_rows:,} entities x 10 features", flush=True)
         results["load"] = load_benchmark(redis_server.url, small, settings.load_rows, work)
+
+        print("- the cost of recording metrics per call", flush=True)
+        costs = metrics_cost.observe_costs(2_000 if settings.quick else 20_000)
+        results["metrics_cost_us"] = {name: round(cost, 2) for name, cost in costs.items()}
 
         if peers.available():
             print("- peer: Feast feature server", flush=True)

@@ -18,7 +18,6 @@ from .resp import RedisAddress, RespConnectionError, RespPool, RespReplyError, p
 # (ok, error kind or "", seconds): health and metrics listen to every round trip.
 Listener = Callable[[bool, str, float], None]
 
-Reply = list[bytes | None]
 
 _PING = pack(b"PING")
 

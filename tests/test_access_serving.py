@@ -308,3 +308,30 @@ def test_limit_applies_to_its_roles_only(rules: dict[str, Any]) -> None:
     message = request(["profile:ctr_1d"], {"user_id": [1, 2, 3, 4]})
     assert code_of(lambda: _call(rules, "all", message))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _call(rules, "glob", message).row_count == 4
+
+
+def test_the_sidecar_caps_entities_per_request_whatever_the_policy(
+    redis_server: Any, sidecar_factory: Any, tmp_path: Path
+) -> None:
+    sidecar = sidecar_factory(
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal=RANKER,
+        max_request_entities=10,
+    )
+    _, client = stub(sidecar.address)
+    assert (
+        client.GetFeatures(
+            request(["user_profile:age"], {"user_id": list(range(10))}), timeout=5
+        ).row_count
+        == 10
+    )
+    assert code_of(
+        lambda: client.GetFeatures(
+            request(["user_profile:age"], {"user_id": list(range(11))}), timeout=5
+        )
+    ) == (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "entities.user_id: 11 rows exceed the sidecar's limit of 10 per request "
+        "(--max-request-entities); split the batch",
+    )

@@ -309,3 +309,18 @@ def test_list_features_shows_the_catalog_entries(world: dict[str, Any]) -> None:
             pb.ListFeaturesRequest(view="nope"), metadata=_as(world, RANKER), timeout=10
         )
     ) == (grpc.StatusCode.NOT_FOUND, "view: unknown feature view 'nope'")
+
+
+def test_bytes_that_are_no_request_are_an_invalid_argument(world: dict[str, Any]) -> None:
+    channel = grpc.insecure_channel(world["sidecar"].address)
+    raw = channel.unary_unary("/featuresidecar.v1.FeatureService/GetFeatures")
+    token = _as(world, RANKER)
+    assert code_of(lambda: raw(b"\xff\xff\xff\xff", metadata=token, timeout=5)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the request is not a valid featuresidecar.v1.GetFeaturesRequest message",
+    )
+    listing = channel.unary_unary("/featuresidecar.v1.FeatureService/ListFeatures")
+    assert code_of(lambda: listing(b"\x0a\x05ab", metadata=token, timeout=5))[0] == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    channel.close()

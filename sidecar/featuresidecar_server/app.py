@@ -202,7 +202,7 @@ def build(
     if settings.cache_entries:
         cache = EntityCache(settings.cache_entries, settings.cache_ttl)
         cache.stats.listeners.append(metrics.cache_lookup)
-    reader = FeatureReader(active, store, cache=cache)
+    reader = FeatureReader(active, store, cache=cache, max_rows=settings.max_request_entities)
     all_observers = [calls.observe, *(observers or [])]
     decision_log = None
     if settings.decision_log:

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from featuresidecar.v1 import feature_service_pb2 as pb
 from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
 
 from .access import Identity
 from .authn import Authenticator
+from .errors import InvalidArgument
 from .grpc_errors import is_expected, status_of
 from .service import CallRecord, FeatureReader
 
@@ -82,6 +84,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         """Returns the response already serialized (see `handlers`)."""
 
         async def handle(identity: Identity, record: CallRecord) -> bytes:
+            _check_parsed(request)
             remaining = context.time_remaining()
             return await self.reader.get_features(request, identity, record, remaining)
 
@@ -91,6 +94,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         self, request: pb.ListFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListFeaturesResponse:
         async def handle(identity: Identity, record: CallRecord) -> pb.ListFeaturesResponse:
+            _check_parsed(request)
             record.principal = identity.principal
             return self.reader.list_features(request, identity)
 
@@ -154,13 +158,36 @@ def handlers(servicer: FeatureServicer) -> grpc.GenericRpcHandler:
         {
             "GetFeatures": grpc.unary_unary_rpc_method_handler(
                 servicer.GetFeatures,
-                request_deserializer=pb.GetFeaturesRequest.FromString,
+                request_deserializer=_parser(pb.GetFeaturesRequest),
                 response_serializer=None,
             ),
             "ListFeatures": grpc.unary_unary_rpc_method_handler(
                 servicer.ListFeatures,
-                request_deserializer=pb.ListFeaturesRequest.FromString,
+                request_deserializer=_parser(pb.ListFeaturesRequest),
                 response_serializer=pb.ListFeaturesResponse.SerializeToString,
             ),
         },
     )
+
+
+class _Malformed:
+    """Request bytes that are not the expected message: answered INVALID_ARGUMENT, not gRPC's
+    own INTERNAL "Exception deserializing request"."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _parser(message: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return _Malformed(message.DESCRIPTOR.full_name)
+
+    return parse
+
+
+def _check_parsed(request: Any) -> None:
+    if isinstance(request, _Malformed):
+        raise InvalidArgument(f"the request is not a valid {request.name} message")

@@ -54,10 +54,12 @@ class FeatureReader:
         clock_ns: Callable[[], int] = time.time_ns,
         limiter: RateLimiter | None = None,
         cache: EntityCache | None = None,
+        max_rows: int = 100_000,
     ) -> None:
         self.active = active
         self.store = store
         self.cache = cache
+        self.max_rows = max_rows
         self.clock_ns = clock_ns
         self.limiter = limiter or RateLimiter(time.monotonic)
         self.stamps = TimestampCache()
@@ -81,7 +83,7 @@ class FeatureReader:
         record.principal = identity.principal
         record.revision = snapshot.revision
         refs = _requested(request, snapshot)
-        entities, rows = _entities(request.entities, snapshot)
+        entities, rows = _entities(request.entities, snapshot, self.max_rows)
         record.entities = rows
         record.features = len(refs)
         record.entity_values = entities
@@ -213,7 +215,7 @@ def _requested(request: pb.GetFeaturesRequest, snapshot: Snapshot) -> tuple[str,
 
 
 def _entities(
-    columns: Mapping[str, pb.EntityColumn], snapshot: Snapshot
+    columns: Mapping[str, pb.EntityColumn], snapshot: Snapshot, max_rows: int
 ) -> tuple[dict[str, list[Any]], int]:
     """Entity columns as Python lists, checked against the catalog's join keys."""
     out: dict[str, list[Any]] = {}
@@ -238,7 +240,13 @@ def _entities(
                 f"entities.{name}: join key {name!r} takes {wanted} values, "
                 f"but the request carries {given} values"
             )
-        values = list(getattr(column, which).values)
+        given = getattr(column, which).values
+        if len(given) > max_rows:
+            raise ResourceExhausted(
+                f"entities.{name}: {len(given)} rows exceed the sidecar's limit of {max_rows} "
+                f"per request (--max-request-entities); split the batch"
+            )
+        values = list(given)
         if rows < 0:
             rows, first = len(values), name
         elif len(values) != rows:

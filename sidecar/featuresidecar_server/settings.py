@@ -163,6 +163,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "mask-key-file", "str", None, "secret mixed into the key of 'mask: hash'", metavar="FILE"
     ),
     Option(
+        "max-request-entities",
+        "int",
+        100_000,
+        "entity rows one request may carry, whatever the policy allows",
+        metavar="N",
+    ),
+    Option(
         "cache-entries",
         "int",
         0,
@@ -214,6 +221,7 @@ class ServeSettings:
     metrics_principal_label: bool
     workers: int
     mask_key_file: str | None
+    max_request_entities: int
     cache_entries: int
     cache_ttl: float
 
@@ -244,6 +252,8 @@ class ServeSettings:
                 parse_host_port(self.metrics_listen, "--metrics-listen")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.max_request_entities < 1:
+            raise ConfigError("--max-request-entities must be at least 1")
         if self.cache_entries < 0:
             raise ConfigError("--cache-entries must not be negative")
         if self.bundle_max_bytes < 1:

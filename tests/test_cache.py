@@ -163,8 +163,17 @@ def test_served_values_are_the_same_with_and_without_the_cache(
         assert column_values(response.columns[0]) == [0.5, 0.0, 0.0]  # 2 is stale: default 0
         assert list(response.columns[0].statuses) == [1, 4, 3]
     cache = sidecar.sidecar.reader.cache
+    registry = sidecar.sidecar.metrics.registry
+    lookups = {
+        result: registry.get_sample_value(
+            "feature_sidecar_cache_lookups_total", {"result": result}
+        )
+        for result in ("hit", "miss", "shared")
+    }
     if entries:
         assert cache is not None
         assert (cache.stats.misses, cache.stats.hits) == (3, 6)
+        assert lookups == {"hit": 6.0, "miss": 3.0, "shared": 0.0}
     else:
         assert cache is None
+        assert lookups == {"hit": 0.0, "miss": 0.0, "shared": 0.0}

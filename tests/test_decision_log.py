@@ -172,3 +172,24 @@ def test_a_full_queue_drops_and_counts_lines_and_calls_are_not_slowed(
         assert slowest < 0.5
     finally:
         os.close(reader)
+
+
+def test_entity_ids_are_hashed_with_the_sidecar_secret_when_it_has_one(
+    redis_server: Any, sidecar_factory: Any, tmp_path: Path
+) -> None:
+    secret = tmp_path / "mask.key"
+    secret.write_bytes(b"team-secret\n")
+    path = tmp_path / "decisions.jsonl"
+    sidecar = sidecar_factory(
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        decision_log=str(path),
+        mask_key_file=str(secret),
+        workload_principal="spiffe://cluster.local/ns/ml/sa/ranker",
+    )
+    _, client = stub(sidecar.address)
+    client.GetFeatures(request(["user_profile:age"], {"user_id": [42]}), timeout=5)
+    sidecar.wait_for(lambda: path.exists() and path.read_text().count("\n") == 1)
+    line = json.loads(path.read_text())
+    expected = hmac.new(b"team-secret", b"user_id=42", hashlib.sha256).hexdigest()[:16]
+    assert line["entities"] == {"user_id": [expected]}

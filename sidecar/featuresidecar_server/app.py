@@ -210,6 +210,7 @@ def build(
             settings.decision_log,
             entities=settings.decision_log_entities,
             queue_size=settings.decision_log_queue,
+            entity_key=mask_secret,
         )
         all_observers.append(decision_log.observe)
         decision_log.on_drop.append(metrics.decision_log_drop)

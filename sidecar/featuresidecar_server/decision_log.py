@@ -64,11 +64,21 @@ class DecisionLog:
         self._thread.start()
 
     @classmethod
-    def open(cls, target: str, *, entities: str, queue_size: int) -> DecisionLog:
+    def open(
+        cls, target: str, *, entities: str, queue_size: int, entity_key: bytes = b""
+    ) -> DecisionLog:
+        """`entity_key` keys the hash of entity ids (the sidecar passes --mask-key-file's
+        secret): without it, anyone could hash candidate ids and find them in the log."""
         if target == "stdout":
-            return cls(sys.stdout, entities=entities, queue_size=queue_size)
+            return cls(sys.stdout, entities=entities, queue_size=queue_size, entity_key=entity_key)
         stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        return cls(stream, entities=entities, queue_size=queue_size, close_stream=True)
+        return cls(
+            stream,
+            entities=entities,
+            queue_size=queue_size,
+            entity_key=entity_key,
+            close_stream=True,
+        )
 
     @property
     def waiting(self) -> int:

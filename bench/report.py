@@ -77,7 +77,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {_rps(s['s4'])} | {_rps(fg['s4'])} | - | {_rps(feast.get('s4'))} |",
         "",
         f"load: {results['load']['values_per_s']:,} values/s; "
-        f"rss: {results['rss']['mib']} MiB per worker; "
+        f"rss: {results['rss']['mib']} MiB per worker "
+        f"({results['rss'].get('anon_mib', '-')} private, "
+        f"{results['rss'].get('file_mib', '-')} shared library and file pages; "
+        f"PSS {results['rss'].get('pss_mib', '-')}); "
         f"startup: {results['startup']['s']} s",
         "",
         "recording metrics, microseconds per call: "

@@ -129,11 +129,20 @@ def _stop(process: subprocess.Popen[Any]) -> None:
             process.wait()
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def _memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS and its parts: private anonymous memory, and pages of mapped files (shared
+    libraries, mostly), which other workers and processes share; PSS divides those among them."""
+    fields = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "Pss:": "pss"}
+    out = dict.fromkeys(fields.values(), 0.0)
+    for source in (Path(f"/proc/{pid}/status"), Path(f"/proc/{pid}/smaps_rollup")):
+        if not source.exists():
+            continue
+        for line in source.read_text().splitlines():
+            parts = line.split()
+            name = fields.get(parts[0]) if parts else None
+            if name:
+                out[name] = round(int(parts[1]) / 1024, 1)
+    return out
 
 
 def _children(pid: int) -> list[int]:
@@ -428,11 +437,16 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
         with sidecar(args, log, port) as (process, _):
             throughput(port, requests["s1"], metadata, settings.s4_seconds)
             workers = _children(process.pid) if settings.workers > 1 else [process.pid]
-            per_worker = [round(_rss_mib(pid), 1) for pid in workers]
+            memory = [_memory_mib(pid) for pid in workers]
+            biggest = max(memory, key=lambda m: m["rss"])
             results["rss"] = {
-                "mib": max(per_worker),
-                "per_worker_mib": per_worker,
-                "supervisor_mib": round(_rss_mib(process.pid), 1),
+                "mib": biggest["rss"],
+                "per_worker_mib": [m["rss"] for m in memory],
+                # The parts of the biggest worker's VmRSS, and its proportional share.
+                "anon_mib": biggest["anon"],
+                "file_mib": biggest["file"],
+                "pss_mib": biggest["pss"],
+                "supervisor_mib": _memory_mib(process.pid)["rss"],
             }
 
         print("- startup with a persisted bundle (bundle server down)", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import stat
@@ -538,3 +539,30 @@ def test_an_https_bundle_server_is_verified_against_the_given_ca(
     error = untrusted.status.last_error
     assert error is not None and error["reason"] == "http"
     assert error["message"].startswith("TLS failed: CERTIFICATE_VERIFY_FAILED")
+
+
+def test_reading_a_bundle_unverified_checks_its_digest_and_lists_the_claimed_keys(
+    keys: Any,
+) -> None:
+    import json as _json
+
+    from featuresidecar_server.bundle_format import BundleError, read_unverified
+
+    data = build(POLICY, 7, keys["a"])
+    bundle, claimed = read_unverified(data)
+    assert (bundle.revision, bundle.policy_source, bundle.key_id, bundle.signed) == (
+        7,
+        POLICY,
+        "",
+        False,
+    )
+    assert claimed == tuple(trusted_keys([keys["a"].public_key()]))
+    document = _json.loads(data)
+    changed = {"revision": 7, "policy": POLICY + "# changed", "digest": bundle.digest}
+    document["payload"] = base64.b64encode(_json.dumps(changed).encode()).decode()
+    with pytest.raises(BundleError) as raised:
+        read_unverified(_json.dumps(document).encode())
+    assert (raised.value.reason, raised.value.message) == (
+        "parse",
+        "the bundle's digest does not match its content",
+    )

@@ -181,6 +181,25 @@ def verify(
         raise BundleError(
             "parse", "not a signed bundle (build one with `feature-sidecar bundle build`)"
         )
+    payload, signatures = _envelope(data)
+    key_used = ""
+    if signatures:
+        key_used = _check_signatures(payload, signatures, trusted)
+    elif not allow_unsigned:
+        raise BundleError("signature", "the bundle is unsigned")
+    return _content(payload, key_used)
+
+
+def read_unverified(data: bytes) -> tuple[Bundle, tuple[str, ...]]:
+    """A bundle's content with its signatures left unchecked (its digest still is), and the key
+    ids its signatures claim: for tools that show or compare bundles, never for activation."""
+    payload, signatures = _envelope(data)
+    claimed = tuple(str(s.get("keyid", "")) for s in signatures if isinstance(s, dict))
+    return _content(payload, ""), claimed
+
+
+def _envelope(data: bytes) -> tuple[bytes, list[object]]:
+    """The payload bytes and the signature entries of a bundle document."""
     try:
         document = json.loads(data)
         if document.get("format") != FORMAT:
@@ -193,13 +212,10 @@ def verify(
     # signature is checked; it must end as a rejected bundle, not kill the caller.
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError, binascii.Error) as exc:
         raise BundleError("parse", f"the bundle is corrupt: {_short(exc)}") from None
+    return payload, signatures
 
-    key_used = ""
-    if signatures:
-        key_used = _check_signatures(payload, signatures, trusted)
-    elif not allow_unsigned:
-        raise BundleError("signature", "the bundle is unsigned")
 
+def _content(payload: bytes, key_used: str) -> Bundle:
     try:
         fields = json.loads(payload)
         revision = fields["revision"]

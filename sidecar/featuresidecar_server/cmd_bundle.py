@@ -242,32 +242,15 @@ def _load(path: str, public_keys: Sequence[str]) -> Loaded:
     trusted = _public_keys(public_keys)
     if not bundle_format.looks_like_bundle(data):
         return Loaded(path, parse_policy(_text(path, data), source=path), None)
-    claimed = _claimed_key_ids(path, data)
     if trusted:
         bundle = _verified(path, data, trusted)
+        claimed: tuple[str, ...] = ()
         signature = "verified"
     else:
-        bundle = _unverified(path, data)
+        bundle, claimed = _unverified(path, data)
         signature = "not checked" if claimed else "unsigned"
     policy = parse_policy(bundle.policy_source, source=f"{path}(policy)")
     return Loaded(path, policy, bundle, signature, claimed)
-
-
-def _document(path: str, data: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise CommandError(f"{path}: the bundle is corrupt: {exc}") from None
-    if not isinstance(document, dict):
-        raise CommandError(f"{path}: the bundle is corrupt: not a JSON object")
-    return document
-
-
-def _claimed_key_ids(path: str, data: bytes) -> tuple[str, ...]:
-    signatures = _document(path, data).get("signatures")
-    if not isinstance(signatures, list):
-        return ()
-    return tuple(str(s.get("keyid", "")) for s in signatures if isinstance(s, dict))
 
 
 def _verified(path: str, data: bytes, trusted: dict[str, Ed25519PublicKey]) -> Bundle:
@@ -278,12 +261,10 @@ def _verified(path: str, data: bytes, trusted: dict[str, Ed25519PublicKey]) -> B
         raise CommandError(f"{path}: verification failed: {exc.message}{hint}") from None
 
 
-def _unverified(path: str, data: bytes) -> Bundle:
-    """The bundle's content without its signatures checked (digest and payload still are)."""
-    document = _document(path, data)
-    stripped = {"format": document.get("format"), "payload": document.get("payload")}
+def _unverified(path: str, data: bytes) -> tuple[Bundle, tuple[str, ...]]:
+    """The bundle's content without its signatures checked, and the key ids they claim."""
     try:
-        return bundle_format.verify(json.dumps(stripped).encode("utf-8"), {}, allow_unsigned=True)
+        return bundle_format.read_unverified(data)
     except BundleError as exc:
         raise CommandError(f"{path}: {exc.message}") from None
 
@@ -302,7 +283,7 @@ def _existing_revision(path: str) -> int | None:
             data = handle.read()
         if not bundle_format.looks_like_bundle(data):
             return None
-        return _unverified(path, data).revision
+        return _unverified(path, data)[0].revision
     except (OSError, CommandError):
         return None
 

@@ -13,8 +13,9 @@ metrics_values).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -65,6 +66,21 @@ class MethodMetrics:
     def finished(self, code: grpc.StatusCode, seconds: float, principal: str = "") -> None:
         self.handled(code, principal).inc()
         self.seconds.observe(seconds)
+
+    @contextlib.contextmanager
+    def call(self, context: Any) -> Iterator[None]:
+        """Counts one call of a servicer method that runs inside the block: started, handled
+        with the code the block ended with, and its duration."""
+        self.started.inc()
+        start = time.perf_counter()
+        code = _OK
+        try:
+            yield
+        except BaseException as exc:
+            code = _code_of(exc, context)
+            raise
+        finally:
+            self.finished(code, time.perf_counter() - start)
 
 
 class CallMetrics:
@@ -135,33 +151,17 @@ class CountedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
         self, request: health_pb2.HealthCheckRequest, context: Any
     ) -> health_pb2.HealthCheckResponse:
         counted = self._check
-        counted.started.inc()
-        counted.received.inc()
-        start = time.perf_counter()
-        code = _OK
-        try:
+        with counted.call(context):
+            counted.received.inc()
             response: health_pb2.HealthCheckResponse = await super().Check(request, context)
             counted.sent.inc()
             return response
-        except BaseException as exc:
-            code = _code_of(exc, context)
-            raise
-        finally:
-            counted.finished(code, time.perf_counter() - start)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         counted = self._watch
-        counted.started.inc()
-        counted.received.inc()
-        start = time.perf_counter()
-        code = _OK
-        try:
+        with counted.call(context):
+            counted.received.inc()
             await super().Watch(request, _CountingWrites(context, counted))
-        except BaseException as exc:
-            code = _code_of(exc, context)
-            raise
-        finally:
-            counted.finished(code, time.perf_counter() - start)
 
 
 class _CountingWrites:
@@ -188,24 +188,16 @@ class CountedReflectionServicer(reflection.aio.ReflectionServicer):  # type: ign
 
     async def ServerReflectionInfo(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         counted = self._counted
-        counted.started.inc()
-        start = time.perf_counter()
-        code = _OK
 
         async def received() -> AsyncIterator[Any]:
             async for message in request_iterator:
                 counted.received.inc()
                 yield message
 
-        try:
+        with counted.call(context):
             async for response in super().ServerReflectionInfo(received(), context):
                 counted.sent.inc()
                 yield response
-        except BaseException as exc:
-            code = _code_of(exc, context)
-            raise
-        finally:
-            counted.finished(code, time.perf_counter() - start)
 
 
 def enable_reflection(server: grpc.aio.Server, calls: CallMetrics) -> None:

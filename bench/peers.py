@@ -148,6 +148,7 @@ async def _throughput(port: int, body: bytes, seconds: float, callers: int) -> d
 def feast(
     redis_url: str, settings: Any, one: list[int], hundred: list[int], directory: Path
 ) -> dict[str, Any]:
+    from featuresidecar_server import processes
     from featuresidecar_server.devredis import free_port
 
     repo = _repo(directory, redis_url)
@@ -188,8 +189,7 @@ def feast(
             if "s4" in names:
                 results["s4"] = asyncio.run(_throughput(port, _body(one), settings.s4_seconds, 32))
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            processes.stop(process, grace=30)
     results["version"] = subprocess.run(
         [str(VENV / "bin" / "python"), "-c", "import feast; print(feast.__version__)"],
         capture_output=True,

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import workload
 from floors import floor_redis
 
 from featuresidecar.v1 import feature_service_pb2 as pb
+from featuresidecar_server import processes
 from featuresidecar_server.devredis import LocalRedis, free_port
 from featuresidecar_server.probe import wait_serving
 
@@ -90,7 +90,7 @@ def sidecar(
             raise RuntimeError(f"{exc}; see {log}") from None
         yield process, time.perf_counter() - started
     finally:
-        _stop(process)
+        processes.stop(process, grace=30)
 
 
 @contextlib.contextmanager
@@ -116,17 +116,7 @@ def floor_server(payload: bytes, workers: int, directory: Path) -> Iterator[int]
         time.sleep(0.2)  # every worker bound
         yield port
     finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        processes.stop(process, grace=30)
 
 
 def _memory_mib(pid: int) -> dict[str, float]:

@@ -21,6 +21,7 @@ import yaml
 from support import request, stub
 from test_metrics_support import PRINCIPAL, http_get, seed, wait_until, write_policy
 
+from featuresidecar_server import processes
 from featuresidecar_server.devredis import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,13 +211,7 @@ class Prometheus:
         return [rule for group in groups for rule in group["rules"]]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        processes.stop(self.process, grace=20)
 
 
 def test_every_panel_and_rule_evaluates_on_a_real_prometheus(

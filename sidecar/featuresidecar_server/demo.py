@@ -12,7 +12,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from . import processes
 from .devredis import LocalRedis
 from .probe import wait_serving
 
@@ -114,13 +114,7 @@ def _sidecar(workdir: Path, redis_url: str, policy: Path) -> Iterator[str]:
             raise RuntimeError(f"{exc}:\n{(workdir / 'sidecar.log').read_text()[-2000:]}") from None
         yield f"unix:{socket_path}"
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        processes.stop(process, grace=10)
         log.close()
 
 

@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from . import processes
+
 
 class RedisUnavailable(RuntimeError):
     pass
@@ -119,13 +121,7 @@ class LocalRedis:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        processes.stop(process, grace=5)
 
     def close(self) -> None:
         self.stop()

@@ -107,7 +107,7 @@ def test_fast_and_general_paths_encode_the_same_columns(
     fast = build_columns(plan_columns(wanted), plan, replies, rows, NOW, b"k", TimestampCache())
     parsed = pb.GetFeaturesResponse.FromString(b"".join(fast)).columns
     assert len(parsed) == len(wanted)
-    group = _Group(replies, len(plan.groups[0].fields), rows)
+    group = _Group(replies, len(plan.groups[0].fields))
     for item, column in zip(wanted, parsed, strict=True):
         reference = _general_column(item, [group], rows, NOW, b"k", TimestampCache())
         assert column == column_message(reference), (item.kind.name, item.decision)
@@ -133,7 +133,7 @@ def test_the_fast_path_takes_fixed_width_scalars_and_declines_nulls() -> None:
     def batch(values: list[bytes | None]) -> tuple[bool, list[bytes]]:
         slot = Slot(Feature("v", "x", KINDS["double"]), 0, 0, 1, None)
         item = Wanted(0, KINDS["double"], "v", Decision("v:x", True), slot)
-        group = _Group([[v, encode_timestamp(NOW)] for v in values], 2, len(values))
+        group = _Group([[v, encode_timestamp(NOW)] for v in values], 2)
         out = [b""]
         (plan,) = plan_columns([item]).batches
         return _fast_batch(plan, group, len(values), NOW, TimestampCache(), out, None), out

@@ -9,10 +9,11 @@ Everything else (text, lists, varints, nulls, masks) takes the general path of `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import chain
+from operator import itemgetter
 from typing import Any, Final
 
 import numpy as np
@@ -85,14 +86,19 @@ class TimestampCache:
 
 
 class _Group:
-    """The replies of one entity-key group, transposed to one tuple per hash field."""
+    """The replies of one entity-key group (one per row), and on first use the same transposed
+    to one tuple per hash field; a single row's fast path reads its reply as it came."""
 
-    def __init__(self, replies: Sequence[Sequence[bytes | None]], width: int, rows: int) -> None:
-        self.fields: list[tuple[bytes | None, ...]] = (
-            list(zip(*replies, strict=True)) if rows else [()] * width
-        )
-        self.ages: dict[int, np.ndarray] = {}
+    def __init__(self, replies: Sequence[Sequence[bytes | None]], width: int) -> None:
+        self.replies = replies
+        self.width = width
         self.stamps: dict[int, np.ndarray] = {}
+
+    @cached_property
+    def fields(self) -> list[tuple[bytes | None, ...]]:
+        if not self.replies:
+            return [()] * self.width
+        return list(zip(*self.replies, strict=True))
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,8 @@ class _Batch:
     size: int
     items: tuple[Wanted, ...]
     fields: tuple[int, ...]
+    # The batch's fields of one row's reply, as a tuple.
+    pick: Callable[[Sequence[bytes | None]], tuple[bytes | None, ...]]
     shares: tuple[_Share, ...]
     # For each position: its share; per share: its maximum age (INT64_MAX when none).
     share_of: np.ndarray
@@ -169,6 +177,7 @@ def plan_columns(wanted: Sequence[Wanted]) -> ColumnPlan:
         for number, share in enumerate(share_list):
             share_of[share.positions] = number
         indices = [item.index for item in items]
+        fields = tuple(item.slot.field for item in items if item.slot is not None)
         batches.append(
             _Batch(
                 group,
@@ -177,7 +186,8 @@ def plan_columns(wanted: Sequence[Wanted]) -> ColumnPlan:
                 dtype,
                 size,
                 tuple(items),
-                tuple(item.slot.field for item in items if item.slot is not None),
+                fields,
+                _picker(fields),
                 tuple(share_list),
                 share_of,
                 tuple(share_of.tolist()),
@@ -204,7 +214,7 @@ def build_columns(
     """The encoded response columns, in request order; `stats` collects `Stats` for metrics."""
     out: list[bytes] = [b""] * columns.count
     groups = [
-        _Group(replies[g * rows : (g + 1) * rows], len(group.fields), rows)
+        _Group(replies[g * rows : (g + 1) * rows], len(group.fields))
         for g, group in enumerate(plan.groups)
     ]
     general = list(columns.general)
@@ -237,9 +247,9 @@ def _fast_batch(
     stats: list[Stats] | None,
 ) -> bool:
     """Encodes a batch of same-kind scalar columns at once; False to use the general path."""
-    values = [group.fields[f] for f in batch.fields]
-    if rows == 1 and _single_row(batch, values, group, now_ns, stamps, out, stats):
+    if rows == 1 and _single_row(batch, group.replies[0], now_ns, stamps, out, stats):
         return True
+    values = [group.fields[f] for f in batch.fields]
     missing: dict[int, np.ndarray] = {}
     count = len(batch.items)
     try:
@@ -292,8 +302,7 @@ def _fast_batch(
 
 def _single_row(
     batch: _Batch,
-    values: list[tuple[bytes | None, ...]],
-    group: _Group,
+    reply: Sequence[bytes | None],
     now_ns: int,
     stamps: TimestampCache,
     out: list[bytes],
@@ -301,7 +310,7 @@ def _single_row(
 ) -> bool:
     """One entity, every value stored and fresh: a column is its share's head followed by the
     stored bytes after the tag. False when that does not hold (the NumPy path decides then)."""
-    raws = [column[0] for column in values]
+    raws = batch.pick(reply)
     try:
         blob = b"".join(raws)  # type: ignore[arg-type]
     except TypeError:
@@ -314,7 +323,7 @@ def _single_row(
     heads = []
     stamps_of = []
     for share, limit in zip(batch.shares, batch.max_ages.tolist(), strict=True):
-        ts = stamps.lookup(group.fields[share.ts_field][0])
+        ts = stamps.lookup(reply[share.ts_field])
         if ts == 0 or now_ns - ts > limit:
             return False
         stamp = ts.to_bytes(8, "little", signed=True)
@@ -367,6 +376,13 @@ def _encode_batch(
     if stats is not None:
         for share, ts in zip(batch.shares, stamps_of, strict=True):
             stats.append((share.items[0].view, statuses, ts, len(share.items)))
+
+
+def _picker(fields: tuple[int, ...]) -> Callable[[Sequence[bytes | None]], tuple[Any, ...]]:
+    if len(fields) == 1:
+        only = fields[0]
+        return lambda reply: (reply[only],)
+    return itemgetter(*fields)
 
 
 @lru_cache(maxsize=256)

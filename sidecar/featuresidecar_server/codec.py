@@ -7,7 +7,6 @@ when every row holds the same one-field encoding, which is how Feast writes them
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,18 +14,10 @@ from typing import Any, Final
 
 import numpy as np
 
+# Row statuses as the wire numbers them: the client's definition serves both sides.
+from featuresidecar import Status
+
 from .valuetypes import KINDS, ValueKind
-
-
-class Status(enum.IntEnum):
-    """Row statuses; the numbers are the wire's FeatureStatus."""
-
-    PRESENT = 1
-    NULL_VALUE = 2
-    NOT_FOUND = 3
-    STALE = 4
-    MASKED = 5
-    DENIED = 6
 
 
 class DecodeError(ValueError):

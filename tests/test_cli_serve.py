@@ -157,6 +157,34 @@ def test_bad_flags_exit_2_with_one_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("flag", "content", "reason"),
+    [
+        ("--mask-key-file", None, "No such file or directory"),
+        ("--bundle-public-key", None, "No such file or directory"),
+        ("--redis-password-file", None, "No such file or directory"),
+        ("--redis-password-file", b"\xff\xfe", "not UTF-8 text"),
+    ],
+)
+def test_unreadable_files_named_by_flags_exit_2_naming_flag_and_file(
+    tmp_path: Path, flag: str, content: bytes | None, reason: str
+) -> None:
+    path = tmp_path / "given"
+    if content is not None:
+        path.write_bytes(content)
+    result = subprocess.run(
+        [EXE, "serve", "--listen", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1",
+         "--bundle", str(EXAMPLE_POLICY), "--allow-unsigned", flag, str(path)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")},
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"feature-sidecar serve: {flag} {path}: {reason}"
+
+
 def test_passwords_and_tokens_never_reach_the_log(tmp_path: Path) -> None:
     secret = "s3cret-Pa55word"
     with LocalRedis(password=secret) as server:

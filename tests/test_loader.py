@@ -936,3 +936,23 @@ def test_summary_rounds_the_rate_to_three_digits() -> None:
         "loaded 100000 rows x 10 features of view 'v' into redis://127.0.0.1:1234/0 in 1.9 s "
         "(526,000 values/s)"
     )
+
+
+def test_unreadable_bundle_or_key_files_are_named_with_their_flag(capsys, redis_server, tmp_path):
+    source = csv_file(tmp_path, "user_id,age,score\n1,30,0.5\n")
+    missing = tmp_path / "missing.bundle"
+    code, err = run(capsys, load(redis_server.url, missing, "stats", source))
+    assert (code, err) == (
+        2,
+        f"feature-sidecar load: --bundle {missing}: No such file or directory\n",
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    key = tmp_path / "missing.pub"
+    args = load(redis_server.url, policy, "stats", source, "--public-key", str(key))
+    code, err = run(capsys, args)
+    assert (code, err) == (
+        2,
+        f"feature-sidecar load: --public-key {key}: No such file or directory\n",
+    )
+    assert keys_of(redis_server.url) == []

@@ -18,7 +18,7 @@ from .authn import Authenticator, JwtSettings
 from .bundle_fetch import BundleSync, make_fetcher
 from .bundle_format import load_public_key, trusted_keys
 from .cache import EntityCache
-from .config import ConfigError
+from .config import ConfigError, read_flag_file
 from .decision_log import DecisionLog
 from .grpc_service import FeatureServicer, Observer
 from .health import Readiness
@@ -143,19 +143,12 @@ def build(
     active = ActivePolicy()
     keys = []
     for path in settings.bundle_public_key:
-        try:
-            with open(path, "rb") as handle:
-                keys.append(load_public_key(handle.read(), f"--bundle-public-key {path}"))
-        except OSError as exc:
-            raise ConfigError(f"--bundle-public-key {path}: {exc.strerror}") from None
+        pem = read_flag_file("--bundle-public-key", path)
+        keys.append(load_public_key(pem, f"--bundle-public-key {path}"))
     assert settings.bundle is not None
     mask_secret = b""
     if settings.mask_key_file:
-        try:
-            with open(settings.mask_key_file, "rb") as handle:
-                mask_secret = handle.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"--mask-key-file {settings.mask_key_file}: {exc.strerror}") from None
+        mask_secret = read_flag_file("--mask-key-file", settings.mask_key_file).strip()
     activator = Activator(
         active,
         source=settings.bundle,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from . import config
-from .config import ENV_PREFIX, ConfigError, Option, redis_password
+from .config import ENV_PREFIX, ConfigError, Option, read_flag_file, redis_password
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -234,20 +234,12 @@ def read_catalog(path: str, key_files: list[str]) -> Catalog:
 
     keys = []
     for key_file in key_files:
-        try:
-            with open(key_file, "rb") as handle:
-                pem = handle.read()
-        except OSError as exc:
-            raise ConfigError(f"--public-key {key_file}: {exc.strerror}") from None
+        pem = read_flag_file("--public-key", key_file)
         try:
             keys.append(load_public_key(pem, where=f"--public-key {key_file}"))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"--bundle {path}: {exc.strerror}") from None
+    data = read_flag_file("--bundle", path)
     if looks_like_bundle(data):
         try:
             bundle = verify(data, trusted_keys(keys), allow_unsigned=not keys)

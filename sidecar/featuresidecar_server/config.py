@@ -183,6 +183,16 @@ def load(
     return resolve(options, flags, environment, file_values)
 
 
+def read_flag_file(flag: str, path: str) -> bytes:
+    """The bytes of a file named by a flag; a ConfigError naming the flag and the file when it
+    cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: {exc.strerror}") from None
+
+
 def redis_password(password_file: str | None) -> str | None:
     """The Redis password from FEATURE_SIDECAR_REDIS_PASSWORD, else from the file named by
     --redis-password-file, else None (a password in the URL needs neither)."""
@@ -190,9 +200,9 @@ def redis_password(password_file: str | None) -> str | None:
     if env:
         return env
     if password_file:
+        data = read_flag_file("--redis-password-file", password_file)
         try:
-            with open(password_file, encoding="utf-8") as handle:
-                return handle.read().strip() or None
-        except OSError as exc:
-            raise ConfigError(f"--redis-password-file {password_file}: {exc.strerror}") from None
+            return data.decode("utf-8").strip() or None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--redis-password-file {password_file}: not UTF-8 text") from None
     return None

@@ -14,6 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support import EXAMPLE_POLICY, code_of, column_values, put_entity, request, stub
 
 from featuresidecar_server.devredis import LocalRedis
+from featuresidecar_server.health import Readiness
+from featuresidecar_server.status_view import readiness_reason
 
 RANKER = "spiffe://cluster.local/ns/ml/sa/ranker"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -177,3 +179,17 @@ def test_reflection_is_on_by_default_and_can_be_turned_off(
     )
     code, _ = code_of(lambda: _reflected_services(off.address))
     assert code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_held_readiness_does_not_serve_and_says_what_it_waits_for() -> None:
+    readiness = Readiness()
+    readiness.policy_activated()
+    readiness.redis_result(True)
+    assert (readiness.serving, readiness_reason(readiness)) == (True, "")
+    readiness.hold("waiting for the other workers to listen")
+    assert (readiness.serving, readiness_reason(readiness)) == (
+        False,
+        "waiting for the other workers to listen",
+    )
+    readiness.release()
+    assert (readiness.serving, readiness_reason(readiness)) == (True, "")

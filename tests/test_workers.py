@@ -31,8 +31,10 @@ from test_metrics_support import (
 )
 
 from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
+from featuresidecar_server import probe
 from featuresidecar_server.cli import main
 from featuresidecar_server.devredis import free_port
+from featuresidecar_server.workers import PeerGate
 
 EXE = str(Path(sys.executable).parent / "feature-sidecar")
 GET_OK = {
@@ -351,3 +353,58 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_exit_2(
     assert f"--tls-key {tmp_path / 'missing.key'}: No such file or directory" in output
     assert "a worker could not start" in output
     assert "Traceback" not in output
+
+
+def _listening_sockets(port: int) -> int:
+    """TCP sockets listening on `port` (each worker's SO_REUSEPORT socket is one)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    count += 1
+    return count
+
+
+def test_no_worker_serves_before_every_worker_listens(
+    redis_server: Any, supervisors: list[Supervisor], tmp_path: Path
+) -> None:
+    # A connection made once the port answers SERVING stays with the worker that accepted it;
+    # had worker 0 served alone for a moment, every early connection would have gone to it.
+    policy = write_policy(tmp_path)
+    seed(redis_server.url, policy)
+    port = free_port()
+    args = ["--workers", "3", "--listen", f"127.0.0.1:{port}", "--redis", redis_server.url]
+    args += ["--bundle", str(policy), "--allow-unsigned", "--workload-principal", PRINCIPAL]
+    supervisor = Supervisor(tmp_path, args)
+    supervisors.append(supervisor)
+    target = f"127.0.0.1:{port}"
+    wait_until(lambda: _listening_sockets(port) >= 1, timeout=30, what="a first listener")
+    seen_serving = wait_until(
+        lambda: probe.serving(target, timeout=1) and _listening_sockets(port),
+        timeout=30,
+        what="SERVING",
+    )
+    assert seen_serving == 3
+    assert supervisor.stop() == 0
+
+
+def test_the_peer_gate_opens_when_every_worker_listened_or_after_its_patience(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    paths = [str(tmp_path / f"worker-{i}.json") for i in range(2)]
+    gate = PeerGate(paths, started=100.0, patience=5.0)
+    Path(paths[0]).write_text("{}")
+    assert gate.open(now=101.0) is False
+    Path(paths[1]).write_text("{}")
+    assert gate.open(now=101.0) is True
+
+    late = PeerGate([str(tmp_path / "never.json")], started=100.0, patience=5.0)
+    assert late.open(now=104.9) is False
+    assert caplog.records == []
+    assert late.open(now=105.0) is True
+    assert [r.getMessage() for r in caplog.records] == [
+        "not every worker listens yet; serving without waiting longer"
+    ]

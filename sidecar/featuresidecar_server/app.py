@@ -238,8 +238,14 @@ def build(
 AfterStart = Callable[[Sidecar, asyncio.Event], Awaitable[None]]
 
 
-async def run(settings: ServeSettings, after_start: AfterStart | None = None) -> int:
+async def run(
+    settings: ServeSettings, after_start: AfterStart | None = None, hold: str = ""
+) -> int:
+    """Serves until SIGTERM or SIGINT. With `hold`, health stays NOT_SERVING, for that reason,
+    until `after_start`'s code calls `sidecar.readiness.release()`."""
     sidecar = build(settings)
+    if hold:
+        sidecar.readiness.hold(hold)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

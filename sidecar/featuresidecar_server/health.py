@@ -24,6 +24,8 @@ class Readiness:
         self.policy_ready = False
         self.redis_up = False
         self.draining = False
+        # Set while something outside this process must happen first (see `hold`).
+        self.held_for = ""
         self._redis_seen = False
         self.listeners: list[Callable[[bool], None]] = []
         self._published: bool | None = None
@@ -32,7 +34,17 @@ class Readiness:
 
     @property
     def serving(self) -> bool:
-        return self.policy_ready and self.redis_up and not self.draining
+        return self.policy_ready and self.redis_up and not self.draining and not self.held_for
+
+    def hold(self, reason: str) -> None:
+        """Not serving, whatever else holds, until `release()`; `reason` is what is awaited."""
+        self.held_for = reason
+        self.publish()
+
+    def release(self) -> None:
+        if self.held_for:
+            self.held_for = ""
+            self.publish()
 
     def policy_activated(self) -> None:
         self.policy_ready = True

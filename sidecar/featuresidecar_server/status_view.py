@@ -33,6 +33,8 @@ def readiness_reason(readiness: Readiness) -> str:
         reasons.append("no policy bundle is active yet")
     if not readiness.redis_up:
         reasons.append("Redis does not answer")
+    if readiness.held_for:
+        reasons.append(readiness.held_for)
     return "; ".join(reasons)
 
 

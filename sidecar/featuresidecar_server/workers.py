@@ -93,13 +93,22 @@ def prepare_directory(environ: Mapping[str, str]) -> tuple[str, bool]:
 
 
 class StatusPublisher:
-    """Writes this worker's status (bundle status and readiness) to its file when it changes."""
+    """Writes this worker's status (bundle status and readiness) to its file when it changes,
+    and holds this worker's readiness until every worker listens (see `PeerGate`)."""
 
-    def __init__(self, path: str, index: int, parent: int, check_every: float = 0.5) -> None:
+    def __init__(
+        self,
+        path: str,
+        index: int,
+        parent: int,
+        check_every: float = 0.5,
+        gate: PeerGate | None = None,
+    ) -> None:
         self.path = path
         self.index = index
         self.parent = parent
         self.check_every = check_every
+        self.gate = gate
         self._lock = threading.Lock()
         self._written: dict[str, Any] | None = None
         self._sidecar: Any = None
@@ -137,14 +146,50 @@ class StatusPublisher:
     async def _watch(self, stop: asyncio.Event, stopping: asyncio.Event) -> None:
         # Also catches what no listener reports (Redis lost while no bundle is active) and the
         # death of the supervisor, after which this worker must not live on alone.
+        gate = self.gate
         while not stop.is_set():
+            if gate is not None and gate.open(time.monotonic()):
+                self._sidecar.readiness.release()
+                gate = None
             self.publish()
             if os.getppid() != self.parent:
                 log.warning("the supervisor is gone; this worker stops")
                 stopping.set()
+            wait = self.check_every if gate is None else gate.check_every
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.check_every)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
         self.publish()
+
+
+class PeerGate:
+    """Opens once every worker has listened (its status file exists), or after `patience`.
+
+    HTTP/2 connections live long and the kernel hands each new one to a socket that listens at
+    that moment: a worker that served before its siblings bound their sockets would keep every
+    connection made meanwhile, e.g. all of a model's channels opened right after the startup
+    probe passed."""
+
+    HOLD = "waiting for the other workers to listen"
+
+    def __init__(
+        self, paths: list[str], started: float, patience: float = 10.0, check_every: float = 0.02
+    ) -> None:
+        self.paths = paths
+        self.deadline = started + patience
+        self.patience = patience
+        self.check_every = check_every
+
+    def open(self, now: float) -> bool:
+        missing = [path for path in self.paths if not os.path.exists(path)]
+        if not missing:
+            return True
+        if now < self.deadline:
+            return False
+        log.warning(
+            "not every worker listens yet; serving without waiting longer",
+            extra={"waited_seconds": self.patience, "missing": len(missing)},
+        )
+        return True
 
 
 class _WorkerField(logging.Filter):
@@ -167,6 +212,7 @@ def worker_main() -> int:
         index = int(spec["index"])
         directory = str(spec["directory"])
         parent = int(spec["parent"])
+        workers = int(spec["workers"])
         settings = ServeSettings.from_values(spec["settings"])
     except (ValueError, KeyError, TypeError) as exc:
         print(f"feature-sidecar worker: bad start-up message: {exc}", file=sys.stderr)
@@ -179,9 +225,14 @@ def worker_main() -> int:
     limit_arenas()
     for handler in logging.getLogger("featuresidecar").handlers:
         handler.addFilter(_WorkerField(index))
-    publisher = StatusPublisher(status_path(directory, index), index, parent)
+    gate = None
+    if workers > 1:
+        peers = [status_path(directory, i) for i in range(workers)]
+        gate = PeerGate(peers, time.monotonic())
+    publisher = StatusPublisher(status_path(directory, index), index, parent, gate=gate)
     try:
-        return asyncio.run(app.run(settings, after_start=publisher))
+        hold = PeerGate.HOLD if gate is not None else ""
+        return asyncio.run(app.run(settings, after_start=publisher, hold=hold))
     except (ConfigError, ListenError, ValueError) as exc:
         print(f"feature-sidecar serve: worker {index}: {exc}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
@@ -247,6 +298,7 @@ class Supervisor:
                 "index": slot.index,
                 "directory": self.directory,
                 "parent": os.getpid(),
+                "workers": len(self.slots),
                 "settings": worker_values(self.settings, slot.index),
             }
         ).encode()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from support import code_of, request, stub
 from test_metrics_support import (
     PRINCIPAL,
@@ -30,7 +30,7 @@ from test_metrics_support import (
 
 from featuresidecar_server.codec import Status
 from featuresidecar_server.grpc_service import CallOutcome
-from featuresidecar_server.metrics import LATENCY_BUCKETS, BulkHistogram, SidecarMetrics
+from featuresidecar_server.metrics import LATENCY_BUCKETS, BulkHistogram, SidecarMetrics, Tally
 from featuresidecar_server.metrics_calls import CallMetrics
 from featuresidecar_server.service import CallRecord
 
@@ -428,6 +428,28 @@ def test_bulk_observations_equal_one_by_one(samples: list[float]) -> None:
         ]
 
     assert samples_of(bulk) == samples_of(one)
+
+
+def test_a_tally_holds_counts_and_observations_until_flushed_then_applies_them_once() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("c", "c", ["k"], registry=registry)
+    hist = Histogram("h", "h", buckets=LATENCY_BUCKETS, registry=registry)
+    a, b = counter.labels("a"), counter.labels("b")
+    tally = Tally()
+    tally.count(a)
+    tally.record((a, b), BulkHistogram(hist, LATENCY_BUCKETS), 0.0003)
+    tally.record((), BulkHistogram(hist, LATENCY_BUCKETS), 7.0)
+    assert registry.get_sample_value("c_total", {"k": "a"}) == 0
+    assert registry.get_sample_value("h_count") == 0
+    tally.flush()
+    tally.flush()  # nothing is applied twice
+    assert registry.get_sample_value("c_total", {"k": "a"}) == 2
+    assert registry.get_sample_value("c_total", {"k": "b"}) == 1
+    assert registry.get_sample_value("h_count") == 2
+    assert registry.get_sample_value("h_sum") == 7.0003
+    assert registry.get_sample_value("h_bucket", {"le": "0.0005"}) == 1
+    assert registry.get_sample_value("h_bucket", {"le": "5.0"}) == 1
+    assert registry.get_sample_value("h_bucket", {"le": "+Inf"}) == 2
 
 
 def _outcome(rows: int, now: int) -> CallOutcome:

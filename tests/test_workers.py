@@ -227,8 +227,12 @@ def test_workers_share_the_port_sum_their_metrics_and_survive_a_killed_worker(
         pb_grpc.FeatureServiceStub(channel).GetFeatures(CALL, timeout=10)
     calls += 1
 
-    samples = scrape(base)
-    assert value(samples, "grpc_server_handled_total", **GET_OK) == calls
+    # Workers apply their calls' counts to their files every 50 ms.
+    samples = scrape_until(
+        base,
+        lambda s: value(s, "grpc_server_handled_total", **GET_OK) == calls,
+        "the counts of every call",
+    )
     assert total(samples, "grpc_server_started_total", grpc_method="GetFeatures") == calls
     assert value(samples, "feature_sidecar_worker_restarts_total") == 0
     assert value(samples, "feature_sidecar_redis_up") == 1
@@ -262,8 +266,11 @@ def test_workers_share_the_port_sum_their_metrics_and_survive_a_killed_worker(
     for _ in range(10):
         _call_on_a_new_connection(address, token)
     calls += 10
-    samples = scrape(base)
-    assert value(samples, "grpc_server_handled_total", **GET_OK) == calls
+    scrape_until(
+        base,
+        lambda s: value(s, "grpc_server_handled_total", **GET_OK) == calls,
+        "the counts of every call",
+    )
     scrape_until(base, _values_counted(calls), "the values of every call")
 
     worker_pids = [w["pid"] for w in status_json(base)["workers"]]

@@ -82,7 +82,7 @@ class Sidecar:
         if self.decision_log is not None:
             self.tasks.append(asyncio.create_task(self.decision_log.run(self.stop_event)))
         if self.calls is not None:
-            self.tasks.append(asyncio.create_task(self.calls.served.run(self.stop_event)))
+            self.tasks.append(asyncio.create_task(self.calls.run(self.stop_event)))
         # What exists now (modules, the persisted policy) lives as long as the process: the
         # cyclic collector need not walk it again on every full collection.
         gc.freeze()

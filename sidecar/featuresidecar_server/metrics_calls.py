@@ -6,8 +6,8 @@ A grpc.aio server interceptor could count all of them in one place, and bench/me
 measures its own work at about 1.5 µs per call, so cost did not decide: the observer
 already holds the call's code, duration and record (an interceptor would have to rebuild them),
 and `server.build_server` builds the server without interceptors. Label children are bound
-once; a call costs a few counter increments (values served are counted in batches, see
-metrics_values).
+once; a call's increments and its duration go to the metrics' `Tally`, which applies them in
+batches (values served are counted in batches too, see metrics_values).
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .grpc_service import SERVICE, CallOutcome
-from .metrics import MAX_PRINCIPALS, NO_ROLE, OTHER_PRINCIPAL, SidecarMetrics
+from .metrics import (
+    LATENCY_BUCKETS,
+    MAX_PRINCIPALS,
+    NO_ROLE,
+    OTHER_PRINCIPAL,
+    BulkHistogram,
+    SidecarMetrics,
+)
 from .metrics_values import ServedValues
 from .service import CallRecord
 
@@ -41,7 +48,10 @@ class MethodMetrics:
         self.started = metrics.grpc_started.labels(*labels)
         self.received = metrics.grpc_msg_received.labels(*labels)
         self.sent = metrics.grpc_msg_sent.labels(*labels)
-        self.seconds = metrics.grpc_handling_seconds.labels(*labels)
+        self.seconds = BulkHistogram(
+            metrics.grpc_handling_seconds.labels(*labels), LATENCY_BUCKETS
+        )
+        self.tally = metrics.tally
         self._handled: dict[Any, Any] = {}
         if not metrics.principal_label:
             # Every code exists from the start, so rate() and ratios see zeros, not gaps.
@@ -63,15 +73,17 @@ class MethodMetrics:
             )
         return child
 
-    def finished(self, code: grpc.StatusCode, seconds: float, principal: str = "") -> None:
-        self.handled(code, principal).inc()
-        self.seconds.observe(seconds)
+    def finished(
+        self, code: grpc.StatusCode, seconds: float, principal: str = "", *more: Any
+    ) -> None:
+        """Handled with `code`, its duration, and one increment of each of `more`."""
+        self.tally.record((self.handled(code, principal), *more), self.seconds, seconds)
 
     @contextlib.contextmanager
     def call(self, context: Any) -> Iterator[None]:
         """Counts one call of a servicer method that runs inside the block: started, handled
         with the code the block ended with, and its duration."""
-        self.started.inc()
+        self.tally.count(self.started)
         start = time.perf_counter()
         code = _OK
         try:
@@ -94,6 +106,14 @@ class CallMetrics:
             for name in ("GetFeatures", "ListFeatures")
         }
 
+    async def run(self, stop: asyncio.Event, every: float = 0.05) -> None:
+        """Applies what calls held back (counts, durations, values served) at least every
+        `every` seconds, so that quiet workers' files are current; once more at the end."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            self.metrics.flush()
+
     def method(self, kind: str, service: str, method: str) -> MethodMetrics:
         return MethodMetrics(self.metrics, kind, service, method)
 
@@ -104,7 +124,8 @@ class CallMetrics:
         return children
 
     def started(self, method: str) -> None:
-        self._of(method).started.inc()
+        children = self._of(method)
+        children.tally.count(children.started)
 
     def observe(self, outcome: CallOutcome) -> None:
         children = self._of(outcome.method)
@@ -113,15 +134,15 @@ class CallMetrics:
         principal = ""
         if self.metrics.principal_label:
             principal = record.principal or (outcome.identity.principal if outcome.identity else "")
-        children.finished(code, outcome.seconds, principal)
-        children.received.inc()
+        counters = [children.received]
         if code is _OK:
-            children.sent.inc()
+            counters.append(children.sent)
         if record.features:
             self.served.add(record)
-            self._decided(record, code is _OK)
+            self._decided(record, code is _OK, counters)
+        children.finished(code, outcome.seconds, principal, *counters)
 
-    def _decided(self, record: CallRecord, ok: bool) -> None:
+    def _decided(self, record: CallRecord, ok: bool, counters: list[Any]) -> None:
         """One decision per role of the caller, for calls that reached the access decision."""
         if record.denied:
             decision = "partial" if ok else "deny"
@@ -134,9 +155,9 @@ class CallMetrics:
         metrics = self.metrics
         for role in record.roles or (NO_ROLE,):
             children = metrics.roles.get(role) or metrics.role(role)
-            children.decisions[decision].inc()
+            counters.append(children.decisions[decision])
             if record.rate_limited:
-                children.rate_limited.inc()
+                counters.append(children.rate_limited)
 
 
 class CountedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
@@ -152,15 +173,15 @@ class CountedHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
     ) -> health_pb2.HealthCheckResponse:
         counted = self._check
         with counted.call(context):
-            counted.received.inc()
+            counted.tally.count(counted.received)
             response: health_pb2.HealthCheckResponse = await super().Check(request, context)
-            counted.sent.inc()
+            counted.tally.count(counted.sent)
             return response
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         counted = self._watch
         with counted.call(context):
-            counted.received.inc()
+            counted.tally.count(counted.received)
             await super().Watch(request, _CountingWrites(context, counted))
 
 
@@ -173,7 +194,7 @@ class _CountingWrites:
 
     async def write(self, message: Any) -> None:
         await self._context.write(message)
-        self._counted.sent.inc()
+        self._counted.tally.count(self._counted.sent)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -191,12 +212,12 @@ class CountedReflectionServicer(reflection.aio.ReflectionServicer):  # type: ign
 
         async def received() -> AsyncIterator[Any]:
             async for message in request_iterator:
-                counted.received.inc()
+                counted.tally.count(counted.received)
                 yield message
 
         with counted.call(context):
             async for response in super().ServerReflectionInfo(received(), context):
-                counted.sent.inc()
+                counted.tally.count(counted.sent)
                 yield response
 
 

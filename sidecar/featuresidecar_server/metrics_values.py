@@ -13,8 +13,6 @@ registry, and at most 50 ms late in the files of `--workers` mode.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 
 import numpy as np
@@ -79,12 +77,6 @@ class ServedValues:
         finally:
             self._count_lock.release()
 
-    async def run(self, stop: asyncio.Event, every: float = 0.05) -> None:
-        """Counts at least every `every` seconds, so quiet workers' files are current."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
-            self.flush()
 
     # ------------------------------------------------------------------------------------------
 

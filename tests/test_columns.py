@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,33 @@ def test_the_fast_path_takes_fixed_width_scalars_and_declines_nulls() -> None:
     assert list(column.statuses) == [pb.PRESENT, pb.NOT_FOUND]
     assert batch([encode_value(0.5, KINDS["double"]), b""])[0] is False  # a null value
     assert batch([encode_value(0.5, KINDS["float"])])[0] is False  # stored as float
+
+
+def test_a_reused_plan_serves_a_single_row_right_as_time_passes_and_event_times_change() -> None:
+    # One plan serves call after call; what it remembers of earlier calls' event times must
+    # neither keep a value fresh once it has aged nor show an old event time.
+    wanted, plan, _ = _scenario(5, 1, False, fresh=True)
+    columns = plan_columns(wanted)
+    stamps = TimestampCache()
+
+    def served(replies: list[list[bytes | None]], now: int) -> list[Any]:
+        fast = build_columns(columns, plan, replies, 1, now, b"k", stamps)
+        group = _Group(replies, len(plan.groups[0].fields))
+        parsed = list(pb.GetFeaturesResponse.FromString(b"".join(fast)).columns)
+        for item, column in zip(wanted, parsed, strict=True):
+            reference = _general_column(item, [group], 1, now, b"k", TimestampCache())
+            assert column == column_message(reference), (item.kind.name, item.decision)
+        return parsed
+
+    _, _, first = _scenario(5, 1, False, fresh=True)
+    limited = [i for i, w in enumerate(wanted) if w.decision.max_age_ns and w.slot]
+    assert limited, "the scenario needs a column with a maximum age"
+    early = served(first, NOW)
+    assert {early[i].statuses[0] for i in limited} == {pb.PRESENT}
+    late = served(first, NOW + 2 * HOUR)  # the same bytes, an hour past the maximum age
+    assert {late[i].statuses[0] for i in limited} == {pb.STALE}
+    again = [row[:-2] + [encode_timestamp(NOW + HOUR)] * 2 for row in first]
+    moved = served(again, NOW + 2 * HOUR)
+    assert {moved[i].statuses[0] for i in limited} == {pb.PRESENT}
+    stamps_of = {int.from_bytes(moved[i].event_timestamps, "little") for i in limited}
+    assert stamps_of == {NOW + HOUR}

@@ -10,7 +10,7 @@ Everything else (text, lists, varints, nulls, masks) takes the general path of `
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import chain
 from operator import itemgetter
@@ -32,6 +32,8 @@ _PRESENT: Final = int(Status.PRESENT)
 _NOT_FOUND: Final = int(Status.NOT_FOUND)
 _STALE: Final = int(Status.STALE)
 _NO_LIMIT: Final = np.iinfo(np.int64).max
+# Event times remembered per share for single-row calls.
+_SINGLE_HEADS: Final = 1024
 
 # (view, statuses, event timestamps, number of columns that share them): for metrics.
 Stats = tuple[str, np.ndarray, np.ndarray | None, int]
@@ -111,6 +113,11 @@ class _Share:
     default: Any
     positions: np.ndarray  # rows of the batch's data block
     items: tuple[Wanted, ...]
+    # A single row's `_ts` bytes -> (its time, the columns' head, the time as an array): rows
+    # loaded together share their event time, so the same few come back call after call.
+    single_heads: dict[bytes | None, tuple[int, bytes, np.ndarray]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,7 @@ class _Batch:
     share_of: np.ndarray
     share_list: tuple[int, ...]
     max_ages: np.ndarray
+    max_age_list: tuple[int, ...]
     # The columns sit next to each other in the response: one piece of bytes serves them all.
     contiguous: bool
 
@@ -177,6 +185,7 @@ def plan_columns(wanted: Sequence[Wanted]) -> ColumnPlan:
         for number, share in enumerate(share_list):
             share_of[share.positions] = number
         indices = [item.index for item in items]
+        limits = [_NO_LIMIT if s.max_age_ns is None else s.max_age_ns for s in share_list]
         fields = tuple(item.slot.field for item in items if item.slot is not None)
         batches.append(
             _Batch(
@@ -191,10 +200,8 @@ def plan_columns(wanted: Sequence[Wanted]) -> ColumnPlan:
                 tuple(share_list),
                 share_of,
                 tuple(share_of.tolist()),
-                np.array(
-                    [_NO_LIMIT if s.max_age_ns is None else s.max_age_ns for s in share_list],
-                    dtype=np.int64,
-                ),
+                np.array(limits, dtype=np.int64),
+                tuple(limits),
                 indices == list(range(indices[0], indices[0] + len(indices))),
             )
         )
@@ -322,23 +329,43 @@ def _single_row(
         return False
     heads = []
     stamps_of = []
-    for share, limit in zip(batch.shares, batch.max_ages.tolist(), strict=True):
-        ts = stamps.lookup(reply[share.ts_field])
+    for share, limit in zip(batch.shares, batch.max_age_list, strict=True):
+        raw = reply[share.ts_field]
+        known = share.single_heads.get(raw)
+        if known is None:
+            known = _single_head(batch, share, raw, stamps)
+        ts, head, stamp = known
         if ts == 0 or now_ns - ts > limit:
             return False
-        stamp = ts.to_bytes(8, "little", signed=True)
-        heads.append(
-            wire.fixed_column_head(batch.kind.number, b"\x01", stamp, size - 1, share.has_default)
-        )
-        stamps_of.append(ts)
+        heads.append(head)
+        stamps_of.append(stamp)
     share_of = batch.share_list
     for position, item in enumerate(batch.items):
         out[item.index] = heads[share_of[position]] + raws[position][1:]  # type: ignore[index]
     if stats is not None:
         present = _present(1)
-        for share, ts in zip(batch.shares, stamps_of, strict=True):
-            stats.append((share.items[0].view, present, np.array([ts], np.int64), len(share.items)))
+        for share, stamp in zip(batch.shares, stamps_of, strict=True):
+            stats.append((share.items[0].view, present, stamp, len(share.items)))
     return True
+
+
+def _single_head(
+    batch: _Batch, share: _Share, raw: bytes | None, stamps: TimestampCache
+) -> tuple[int, bytes, np.ndarray]:
+    ts = stamps.lookup(raw)
+    head = wire.fixed_column_head(
+        batch.kind.number,
+        b"\x01",
+        ts.to_bytes(8, "little", signed=True),
+        batch.size - 1,
+        share.has_default,
+    )
+    stamp = np.array([ts], dtype=np.int64)
+    stamp.flags.writeable = False
+    if len(share.single_heads) >= _SINGLE_HEADS:
+        share.single_heads.clear()
+    known = share.single_heads[raw] = (ts, head, stamp)
+    return known
 
 
 def _encode_batch(

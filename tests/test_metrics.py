@@ -496,3 +496,35 @@ def test_values_and_ages_of_wide_calls_equal_value_by_value(rows: int) -> None:
         counted[("feature_sidecar_value_age_seconds_bucket", (("le", "10.0"), ("view", "profile")))]
         == 3 * stamped
     )
+
+
+def test_calls_that_share_their_arrays_are_aged_each_at_its_own_time() -> None:
+    # Single-row calls of one entity share their status and event-time arrays; their values
+    # are grouped when counted, and each call's age is still measured at that call's time.
+    registry = CollectorRegistry()
+    metrics = SidecarMetrics(registry, process_metrics=False)
+    calls = CallMetrics(metrics)
+    now = 1_800_000_000 * 1_000_000_000
+    statuses = np.array([Status.PRESENT], np.uint8)
+    stamps = np.array([now - 5 * 1_000_000_000], np.int64)
+    for later in (0, 100, 100):
+        record = CallRecord(principal=PRINCIPAL, roles=("scorer",), entities=1, features=4)
+        record.now_ns = now + later * 1_000_000_000
+        record.columns.append(("profile", statuses, stamps, 4))
+        calls.observe(CallOutcome("GetFeatures", grpc.StatusCode.OK, 0.001, "r", record, None))
+    metrics.flush()
+
+    def bucket(le: str) -> float | None:
+        labels = {"view": "profile", "le": le}
+        return registry.get_sample_value("feature_sidecar_value_age_seconds_bucket", labels)
+
+    assert (bucket("1.0"), bucket("10.0"), bucket("60.0"), bucket("300.0")) == (0, 4, 4, 12)
+    assert registry.get_sample_value(
+        "feature_sidecar_value_age_seconds_sum", {"view": "profile"}
+    ) == (4 * 5 + 8 * 105)
+    assert (
+        registry.get_sample_value(
+            "feature_sidecar_values_total", {"view": "profile", "status": "PRESENT"}
+        )
+        == 12
+    )

@@ -47,6 +47,7 @@ class DecisionLog:
         # id of a plan's feature list -> (the lists, their JSON); principal or roles -> JSON.
         self._features_json: dict[int, tuple[Any, Any, Any, str]] = {}
         self._strings: dict[Any, str] = {}
+        self._hashed: dict[tuple[str, Any], str] = {}
         self._last_second: tuple[int, str] = (-1, "")
         self.clock = clock
         self.dropped = 0
@@ -195,9 +196,15 @@ class DecisionLog:
         return self._last_second[1]
 
     def _entity(self, name: str, value: Any) -> str:
-        digest = self._hmac.copy()
-        digest.update(f"{name}={value}".encode())
-        return digest.hexdigest()[:16]
+        # Hot entities come back call after call; an HMAC costs more than the rest of a line.
+        key = (name, value)
+        hashed = self._hashed.get(key)
+        if hashed is None:
+            digest = self._hmac.copy()
+            digest.update(f"{name}={value}".encode())
+            hashed = digest.hexdigest()[:16]
+            self._remember(self._hashed, key, hashed)
+        return hashed
 
 
 def _dumps(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 from typing import Any
 
 import pytest
@@ -175,3 +176,40 @@ def test_a_reused_plan_serves_a_single_row_right_as_time_passes_and_event_times_
     assert {moved[i].statuses[0] for i in limited} == {pb.PRESENT}
     stamps_of = {int.from_bytes(moved[i].event_timestamps, "little") for i in limited}
     assert stamps_of == {NOW + HOUR}
+
+
+def test_a_single_row_of_interleaved_views_is_cut_into_the_right_columns() -> None:
+    # Request order v0, v0, v1, v1, v0: one contiguous batch whose shares (one per view's event
+    # time) alternate, so the columns are assembled share run by share run.
+    views = ["v0", "v0", "v1", "v1", "v0"]
+    fields = [f"f{i}".encode() for i in range(5)] + [b"_ts:v0", b"_ts:v1"]
+    plan = ReadPlan(
+        (Group((), b"", tuple(fields)),),
+        tuple(
+            Slot(Feature(view, f"f{i}", KINDS["double"]), 0, i, 5 if view == "v0" else 6, None)
+            for i, view in enumerate(views)
+        ),
+    )
+    wanted = [
+        Wanted(i, KINDS["double"], view, Decision(f"{view}:f{i}", True), plan.slots[i])
+        for i, view in enumerate(views)
+    ]
+    columns = plan_columns(wanted)
+    (batch,) = columns.batches
+    assert batch.contiguous
+    assert batch.runs == ((0, 2, 0), (2, 4, 1), (4, 5, 0))
+    replies: list[list[bytes | None]] = [
+        [encode_value(i + 0.25, KINDS["double"]) for i in range(5)]
+        + [encode_timestamp(NOW - HOUR), encode_timestamp(NOW - 2 * HOUR)]
+    ]
+    fast = build_columns(columns, plan, replies, 1, NOW, b"k", TimestampCache())
+    assert fast[1:] == [b""] * 4  # the whole batch is one piece of bytes
+    parsed = pb.GetFeaturesResponse.FromString(b"".join(fast)).columns
+    group = _Group(replies, len(fields))
+    for item, column in zip(wanted, parsed, strict=True):
+        reference = _general_column(item, [group], 1, NOW, b"k", TimestampCache())
+        assert column == column_message(reference)
+    values = [struct.unpack("<d", column.data)[0] for column in parsed]
+    assert values == [0.25, 1.25, 2.25, 3.25, 4.25]
+    stamps = [int.from_bytes(column.event_timestamps, "little") for column in parsed]
+    assert stamps == [NOW - HOUR] * 2 + [NOW - 2 * HOUR] * 2 + [NOW - HOUR]

@@ -3,8 +3,9 @@
     .venv/bin/python bench/metrics_cost.py [--calls N]
 
 1. `CallMetrics.observe` (the observer FeatureServicer runs after every call) plus the start
-   hook, for typical calls, with their share of the batched flush (every 100 calls), with the in-process registry and in prometheus_client's multiprocess
-   mode (`--workers N`; measured in a child process with PROMETHEUS_MULTIPROC_DIR set).
+   hook, for typical calls, with their share of the batched flush (every 100 calls), with the
+   in-process registry and in prometheus_client's multiprocess mode (`--workers N`; measured in
+   a child process with PROMETHEUS_MULTIPROC_DIR set).
 2. The same trivial unary call (health Check) on a loopback grpc.aio server with and without a
    counting ServerInterceptor: the extra CPU per call an interceptor would add to every call;
    and the interceptor's own Python work in isolation (the end-to-end difference is small

@@ -76,6 +76,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"| s4: 32 callers, {results['machine']['cpus']} workers (requests/s, p99 ms) "
         f"| {_rps(s['s4'])} | {_rps(fg['s4'])} | - | {_rps(feast.get('s4'))} |",
         "",
+        _s4_cpu(s["s4"], fg["s4"]),
+        "",
         f"load: {results['load']['values_per_s']:,} values/s; "
         f"rss: {results['rss']['mib']} MiB per worker "
         f"({results['rss'].get('anon_mib', '-')} private, "
@@ -94,3 +96,17 @@ def markdown(results: dict[str, Any]) -> str:
         bound = f"<= {target['limit']}" if "limit" in target else f">= {target['minimum']}"
         rows.append(f"| {name} | {measured:,.3f} | {bound} | {'yes' if target['met'] else 'NO'} |")
     return "\n".join(rows)
+
+
+def _s4_cpu(sidecar: dict[str, Any], floor: dict[str, Any]) -> str:
+    """Server CPU per call in s4, how the workers shared it, and each round's requests/s."""
+
+    def part(name: str, d: dict[str, Any]) -> str:
+        shares = "/".join(f"{share:.0%}" for share in d.get("worker_cpu_shares", []))
+        rounds = ", ".join(f"{rps:,.0f}" for rps in d.get("rounds_rps", []))
+        return (
+            f"{name} {d.get('server_cpu_us_per_call', '-')} us of server CPU per call "
+            f"(workers' shares {shares or '-'}; requests/s by round {rounds or '-'})"
+        )
+
+    return "s4: " + part("sidecar", sidecar) + "; " + part("floor_grpc", floor)

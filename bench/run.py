@@ -94,7 +94,9 @@ def sidecar(
 
 
 @contextlib.contextmanager
-def floor_server(payload: bytes, workers: int, directory: Path) -> Iterator[int]:
+def floor_server(
+    payload: bytes, workers: int, directory: Path
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     response = directory / f"floor-{len(payload)}.bin"
     response.write_bytes(payload)
@@ -114,7 +116,7 @@ def floor_server(payload: bytes, workers: int, directory: Path) -> Iterator[int]
     try:
         _wait_port(port, process)
         time.sleep(0.2)  # every worker bound
-        yield port
+        yield port, process
     finally:
         processes.stop(process, grace=30)
 
@@ -207,9 +209,12 @@ async def _throughput(
     request: bytes,
     metadata: Sequence[tuple[str, str]],
     seconds: float,
+    warmup: float,
     callers: int,
     connections: int,
-) -> dict[str, float]:
+) -> tuple[list[float], int, float]:
+    """One round on fresh connections: the measured latencies, every call made (warm-up
+    included) and the measured seconds."""
     channels = [
         grpc.aio.insecure_channel(
             f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
@@ -218,35 +223,35 @@ async def _throughput(
     ]
     methods = [c.unary_unary(METHOD) for c in channels]
     samples: list[float] = []
-    errors = 0
+    made = 0
     clock = time.perf_counter
 
     async def caller(index: int, until: float, record: bool) -> None:
-        nonlocal errors
+        nonlocal made
         method = methods[index % len(methods)]
         while clock() < until:
             started = clock()
             try:
                 await method(request, metadata=metadata, timeout=10)
             except grpc.aio.AioRpcError:
-                errors += 1
                 continue
+            made += 1
             if record:
                 samples.append(clock() - started)
 
-    await asyncio.gather(*(caller(i, clock() + 1.0, False) for i in range(callers)))
+    await asyncio.gather(*(caller(i, clock() + warmup, False) for i in range(callers)))
     started = clock()
     await asyncio.gather(*(caller(i, started + seconds, True) for i in range(callers)))
     elapsed = clock() - started
     for channel in channels:
         await channel.close()
-    summary = _summary(samples)
-    return {
-        "rps": round(len(samples) / elapsed, 1),
-        "p99_ms": summary["p99_ms"],
-        "p50_ms": summary["p50_ms"],
-        "errors": errors,
-    }
+    return samples, made, elapsed
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def throughput(
@@ -256,8 +261,42 @@ def throughput(
     seconds: float,
     callers: int = 32,
     connections: int = 8,
-) -> dict[str, float]:
-    return asyncio.run(_throughput(port, request, metadata, seconds, callers, connections))
+    rounds: int = 3,
+    servers: Sequence[int] = (),
+) -> dict[str, Any]:
+    """`callers` concurrent asyncio callers over `connections` connections for `seconds`, in
+    `rounds` rounds on fresh connections: the kernel gives each connection to one worker, and
+    over a few connections that split is often uneven, so one unlucky split does not decide
+    the result. With `servers` (the worker pids), their CPU per call and each one's share."""
+    before = {pid: _cpu_seconds(pid) for pid in servers}
+    samples: list[float] = []
+    made = 0
+    measured = 0.0
+    per_round = []
+    for number in range(rounds):
+        warmup = 1.0 if number == 0 else 0.3
+        got, calls, elapsed = asyncio.run(
+            _throughput(port, request, metadata, seconds / rounds, warmup, callers, connections)
+        )
+        samples += got
+        made += calls
+        measured += elapsed
+        per_round.append(round(len(got) / elapsed, 1))
+    summary = _summary(samples)
+    result: dict[str, Any] = {
+        "rps": round(len(samples) / measured, 1),
+        "p99_ms": summary["p99_ms"],
+        "p50_ms": summary["p50_ms"],
+        "rounds_rps": per_round,
+    }
+    if servers and made:
+        spent = {pid: _cpu_seconds(pid) - before[pid] for pid in servers}
+        total = sum(spent.values())
+        result["server_cpu_us_per_call"] = round(total / made * 1e6, 1)
+        result["worker_cpu_shares"] = [
+            round(spent[pid] / total, 3) if total else 0.0 for pid in servers
+        ]
+    return result
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -359,7 +398,7 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
                 stack.callback(channel.close)
                 responses[name] = call()
             floors = {
-                name: stack.enter_context(floor_server(responses[name], 1, work))
+                name: stack.enter_context(floor_server(responses[name], 1, work))[0]
                 for name in requests
             }
             for name, refs, users in (
@@ -398,11 +437,18 @@ def run(settings: Settings, out_path: Path) -> dict[str, Any]:
             work,
             "small-n",
         )
-        with sidecar(args, log, port):
-            scen["s4"] = throughput(port, requests["s1"], metadata, settings.s4_seconds)
-        with floor_server(responses["s1"], settings.workers, work) as floor_port:
+        with sidecar(args, log, port) as (process, _):
+            workers = _children(process.pid) if settings.workers > 1 else [process.pid]
+            scen["s4"] = throughput(
+                port, requests["s1"], metadata, settings.s4_seconds, servers=workers
+            )
+        with floor_server(responses["s1"], settings.workers, work) as (floor_port, floor):
             results["floors"]["grpc"]["s4"] = throughput(
-                floor_port, requests["s1"], metadata, settings.s4_seconds
+                floor_port,
+                requests["s1"],
+                metadata,
+                settings.s4_seconds,
+                servers=_children(floor.pid),
             )
 
         print("- s6: Zipf-distributed entities, with and without the local cache", flush=True)

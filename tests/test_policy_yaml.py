@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from support import EXAMPLE_POLICY
 
@@ -215,3 +218,13 @@ def test_not_yaml_at_all() -> None:
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_serving_a_bundle_does_not_load_the_yaml_parser() -> None:
+    # A worker activates a bundle from its parsed copy; PyYAML stays out of its memory.
+    code = (
+        "import sys, featuresidecar_server.app, featuresidecar_server.workers; "
+        "print('yaml' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout.strip()) == (0, "False")

@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from .policy_yaml import parse_duration
 
 ENV_PREFIX = "FEATURE_SIDECAR_"
@@ -160,13 +158,15 @@ def _parse_bool(text: str, where: str) -> bool:
 
 
 def read_config_file(path: str) -> dict[str, Any]:
+    from . import yaml_lines
+
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = yaml_lines.load_config(handle)
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    except yaml_lines.YamlError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc.problem})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -48,9 +48,7 @@ class MethodMetrics:
         self.started = metrics.grpc_started.labels(*labels)
         self.received = metrics.grpc_msg_received.labels(*labels)
         self.sent = metrics.grpc_msg_sent.labels(*labels)
-        self.seconds = BulkHistogram(
-            metrics.grpc_handling_seconds.labels(*labels), LATENCY_BUCKETS
-        )
+        self.seconds = BulkHistogram(metrics.grpc_handling_seconds.labels(*labels), LATENCY_BUCKETS)
         self.tally = metrics.tally
         self._handled: dict[Any, Any] = {}
         if not metrics.principal_label:

@@ -77,7 +77,6 @@ class ServedValues:
         finally:
             self._count_lock.release()
 
-
     # ------------------------------------------------------------------------------------------
 
     def _count(self, batch: list[Pending]) -> None:

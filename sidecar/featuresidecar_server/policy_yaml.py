@@ -10,8 +10,6 @@ import re
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
-import yaml
-
 from .policy import (
     NO_DEFAULT,
     Binding,
@@ -42,58 +40,6 @@ class PolicyError(ValueError):
     """The policy source is not valid; the message names where and why."""
 
 
-class _YamlIssue(ValueError):
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
-
-
-# --- YAML with line numbers -------------------------------------------------------------------
-
-
-class _Map(dict[str, Any]):
-    line: int
-    key_lines: dict[str, int]
-
-
-class _Seq(list[Any]):
-    line: int
-    item_lines: list[int]
-
-
-# libyaml's parser when PyYAML has it (10x faster on large catalogs); marks work the same.
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    pass
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    result = _Map()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, str):
-            raise _YamlIssue(line, f"keys must be strings, got {key!r}")
-        if key in result:
-            raise _YamlIssue(line, f"duplicate key {key!r}")
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = line
-    return result
-
-
-def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
-    result = _Seq(loader.construct_object(child, deep=True) for child in node.value)
-    result.line = node.start_mark.line + 1
-    result.item_lines = [child.start_mark.line + 1 for child in node.value]
-    return result
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
-
-
 class _Node:
     """A value in the document with its key path and line, for precise errors."""
 
@@ -110,7 +56,8 @@ class _Node:
 
     def child(self, key: str) -> _Node:
         mapping = self.value
-        line = mapping.key_lines.get(key, self.line) if isinstance(mapping, _Map) else self.line
+        lines = getattr(mapping, "key_lines", None)
+        line = lines.get(key, self.line) if lines is not None else self.line
         path = f"{self.path}.{key}" if self.path else key
         return _Node(mapping.get(key), path, line, self.source)
 
@@ -225,10 +172,12 @@ def load_policy_file(path: str) -> Policy:
 
 def plain_data(text: str) -> Any:
     """The policy source as plain JSON-ready data, for the bundle payload (no line numbers)."""
+    from . import yaml_lines
+
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise PolicyError(f"not valid YAML: {exc}") from None
+        return yaml_lines.load_plain(text)
+    except yaml_lines.YamlError as exc:
+        raise PolicyError(f"not valid YAML: {exc.problem}") from None
 
 
 def parse_policy_data(data: Any, source: str = "policy") -> Policy:
@@ -239,19 +188,15 @@ def parse_policy_data(data: Any, source: str = "policy") -> Policy:
 
 
 def parse_policy(text: str, source: str = "policy") -> Policy:
+    # PyYAML is loaded only here: a worker serving a bundle's parsed copy never needs it.
+    from . import yaml_lines
+
     try:
-        document = yaml.load(text, Loader=_Loader)
-    except _YamlIssue as exc:
-        raise PolicyError(f"{source}:{exc.line}: {exc.message}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(f"{source}{line}: not valid YAML: {problem}") from None
-    except RecursionError:
-        # PyYAML composes recursively; a hostile file must not crash the caller (e.g. the
-        # bundle sync task), which only expects PolicyError.
-        raise PolicyError(f"{source}: not valid YAML: nested too deeply") from None
+        document = yaml_lines.load_with_lines(text)
+    except yaml_lines.YamlError as exc:
+        line = f":{exc.line}" if exc.line else ""
+        prefix = "" if exc.own else "not valid YAML: "
+        raise PolicyError(f"{source}{line}: {prefix}{exc.problem}") from None
     root = _Node(document, "", 1, source)
     return _Parser(root).policy()
 

@@ -220,11 +220,12 @@ def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-def test_serving_a_bundle_does_not_load_the_yaml_parser() -> None:
-    # A worker activates a bundle from its parsed copy; PyYAML stays out of its memory.
+def test_a_worker_loads_neither_the_yaml_parser_nor_the_flag_parser() -> None:
+    # A worker activates a bundle from its parsed copy and gets its settings from its start-up
+    # message: PyYAML and argparse stay out of its memory.
     code = (
         "import sys, featuresidecar_server.app, featuresidecar_server.workers; "
-        "print('yaml' in sys.modules)"
+        "print('yaml' in sys.modules, 'argparse' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert (result.returncode, result.stdout.strip()) == (0, "False")
+    assert (result.returncode, result.stdout.strip()) == (0, "False False")

@@ -6,13 +6,16 @@ the environment reader and the file reader all work from these declarations.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .policy_yaml import parse_duration
+
+if TYPE_CHECKING:
+    # The CLI's; a worker reads its settings from its start-up message and never parses flags.
+    import argparse
 
 ENV_PREFIX = "FEATURE_SIDECAR_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -46,6 +49,8 @@ class Option:
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     for option in options:
         flag = f"--{option.name}"
+        import argparse
+
         common: dict[str, Any] = {"dest": option.dest, "default": argparse.SUPPRESS}
         help_text = f"{option.help} [env {option.env}]"
         if option.kind == "bool":

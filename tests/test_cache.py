@@ -165,9 +165,7 @@ def test_served_values_are_the_same_with_and_without_the_cache(
     cache = sidecar.sidecar.reader.cache
     registry = sidecar.sidecar.metrics.registry
     lookups = {
-        result: registry.get_sample_value(
-            "feature_sidecar_cache_lookups_total", {"result": result}
-        )
+        result: registry.get_sample_value("feature_sidecar_cache_lookups_total", {"result": result})
         for result in ("hit", "miss", "shared")
     }
     if entries:

@@ -47,7 +47,7 @@ bench-quick: $(DEV_STAMP)
 # Feast goes into its own environment: it is a peer to measure, never a dependency.
 bench-peers: $(DEV_STAMP)
 	test -x bench/.peers-venv/bin/feast || { $(PYTHON) -m venv bench/.peers-venv \
-		&& bench/.peers-venv/bin/pip install --quiet 'feast[redis]'; }
+		&& bench/.peers-venv/bin/pip install --quiet 'feast[redis]==0.67.0'; }
 	$(PY) bench/run.py
 
 demo: $(DEMO_STAMP)

@@ -33,8 +33,8 @@ _PRESENT: Final = int(Status.PRESENT)
 _NOT_FOUND: Final = int(Status.NOT_FOUND)
 _STALE: Final = int(Status.STALE)
 _NO_LIMIT: Final = np.iinfo(np.int64).max
-# Event times remembered per share for single-row calls.
-_SINGLE_HEADS: Final = 1024
+# Event-time combinations remembered per batch for single-row calls.
+_SINGLES: Final = 1024
 
 # (view, statuses, event timestamps, number of columns that share them): for metrics.
 Stats = tuple[str, np.ndarray, np.ndarray | None, int]
@@ -114,11 +114,6 @@ class _Share:
     default: Any
     positions: np.ndarray  # rows of the batch's data block
     items: tuple[Wanted, ...]
-    # A single row's `_ts` bytes -> (its time, the columns' head, the time as an array): rows
-    # loaded together share their event time, so the same few come back call after call.
-    single_heads: dict[bytes | None, tuple[int, bytes, np.ndarray]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +141,13 @@ class _Batch:
     untag: Callable[[bytes], tuple[bytes, ...]]
     # Positions [start, end) that belong to one share, in order, with that share's number.
     runs: tuple[tuple[int, int, int], ...]
+    # One row's reply -> the `_ts` bytes of every share, in share order.
+    pick_stamps: Callable[[Sequence[bytes | None]], tuple[bytes | None, ...]]
+    # Those bytes -> what a single row needs of them (see `_Single`): rows loaded together share
+    # their event times, so the same few come back call after call.
+    singles: dict[tuple[bytes | None, ...], _Single] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,7 @@ def plan_columns(wanted: Sequence[Wanted]) -> ColumnPlan:
                 indices == list(range(indices[0], indices[0] + len(indices))),
                 struct.Struct(f"x{size - 1}s" * len(items)).unpack,
                 _runs(share_of.tolist()),
+                _picker(tuple(share.ts_field for share in share_list)),
             )
         )
     return ColumnPlan(len(wanted), tuple(batches), tuple(general))
@@ -334,18 +337,13 @@ def _single_row(
         return False
     if batch.kind.name == "bool" and max(blob[1::size]) > 1:
         return False
-    heads = []
-    stamps_of = []
-    for share, limit in zip(batch.shares, batch.max_age_list, strict=True):
-        raw = reply[share.ts_field]
-        known = share.single_heads.get(raw)
-        if known is None:
-            known = _single_head(batch, share, raw, stamps)
-        ts, head, stamp = known
-        if ts == 0 or now_ns - ts > limit:
-            return False
-        heads.append(head)
-        stamps_of.append(stamp)
+    raw_stamps = batch.pick_stamps(reply)
+    single = batch.singles.get(raw_stamps)
+    if single is None:
+        single = _single(batch, raw_stamps, stamps)
+    if now_ns > single.fresh_until:
+        return False
+    heads = single.heads
     # The stored values without their tag bytes, cut by one C call.
     values = batch.untag(blob)
     if batch.contiguous:
@@ -358,29 +356,45 @@ def _single_row(
         for position, item in enumerate(batch.items):
             out[item.index] = heads[share_of[position]] + values[position]
     if stats is not None:
-        present = _present(1)
-        for share, stamp in zip(batch.shares, stamps_of, strict=True):
-            stats.append((share.items[0].view, present, stamp, len(share.items)))
+        stats.extend(single.stats)
     return True
 
 
-def _single_head(
-    batch: _Batch, share: _Share, raw: bytes | None, stamps: TimestampCache
-) -> tuple[int, bytes, np.ndarray]:
-    ts = stamps.lookup(raw)
-    head = wire.fixed_column_head(
-        batch.kind.number,
-        b"\x01",
-        ts.to_bytes(8, "little", signed=True),
-        batch.size - 1,
-        share.has_default,
-    )
-    stamp = np.array([ts], dtype=np.int64)
-    stamp.flags.writeable = False
-    if len(share.single_heads) >= _SINGLE_HEADS:
-        share.single_heads.clear()
-    known = share.single_heads[raw] = (ts, head, stamp)
-    return known
+@dataclass(frozen=True)
+class _Single:
+    """A batch's single row with given event times: until when every share is fresh (-1 when
+    one has no event time), each share's column head, and the entries for metrics."""
+
+    fresh_until: int
+    heads: tuple[bytes, ...]
+    stats: tuple[Stats, ...]
+
+
+def _single(batch: _Batch, raw_stamps: tuple[bytes | None, ...], stamps: TimestampCache) -> _Single:
+    present = _present(1)
+    fresh_until = _NO_LIMIT * 2
+    heads = []
+    entries: list[Stats] = []
+    for share, raw, limit in zip(batch.shares, raw_stamps, batch.max_age_list, strict=True):
+        ts = stamps.lookup(raw)
+        # Stale once `now - ts > limit`; no event time never counts as fresh here.
+        fresh_until = min(fresh_until, ts + limit if ts else -1)
+        heads.append(
+            wire.fixed_column_head(
+                batch.kind.number,
+                b"\x01",
+                ts.to_bytes(8, "little", signed=True),
+                batch.size - 1,
+                share.has_default,
+            )
+        )
+        stamp = np.array([ts], dtype=np.int64)
+        stamp.flags.writeable = False
+        entries.append((share.items[0].view, present, stamp, len(share.items)))
+    if len(batch.singles) >= _SINGLES:
+        batch.singles.clear()
+    single = batch.singles[raw_stamps] = _Single(fresh_until, tuple(heads), tuple(entries))
+    return single
 
 
 def _encode_batch(

@@ -99,12 +99,18 @@ def names(refs: Iterable[str]) -> bytes:
 
 
 def response(names_part: bytes, columns: Sequence[bytes], revision: int, rows: int) -> bytes:
+    return b"".join((names_part, *columns, _tail(revision, rows)))
+
+
+@lru_cache(maxsize=1024)
+def _tail(revision: int, rows: int) -> bytes:
+    """Fields 3 and 4; the same few pairs come back call after call."""
     tail = b""
     if revision:
         tail += bytes((_REVISION,)) + varint(revision)
     if rows:
         tail += bytes((_ROWS,)) + varint(rows)
-    return b"".join((names_part, *columns, tail))
+    return tail
 
 
 _CACHED_TIMESTAMPS = 64  # bytes: up to 8 rows

@@ -29,9 +29,11 @@ from test_metrics_support import (
 )
 
 from featuresidecar_server.codec import Status
+from featuresidecar_server.columns import StatsGroup
 from featuresidecar_server.grpc_service import CallOutcome
 from featuresidecar_server.metrics import LATENCY_BUCKETS, BulkHistogram, SidecarMetrics, Tally
 from featuresidecar_server.metrics_calls import CallMetrics
+from featuresidecar_server.metrics_values import ServedValues
 from featuresidecar_server.service import CallRecord
 
 FS = {"grpc_type": "unary", "grpc_service": "featuresidecar.v1.FeatureService"}
@@ -528,3 +530,51 @@ def test_calls_that_share_their_arrays_are_aged_each_at_its_own_time() -> None:
         )
         == 12
     )
+
+
+def _served_samples(calls: list[tuple[int, list[Any]]]) -> dict[tuple[str, tuple[Any, ...]], float]:
+    registry = CollectorRegistry()
+    metrics = SidecarMetrics(registry, process_metrics=False)
+    served = ServedValues(metrics)
+    for now, columns in calls:
+        record = CallRecord(principal=PRINCIPAL, roles=("scorer",), entities=1, features=6)
+        record.now_ns = now
+        record.columns = columns
+        served.add(record)
+    metrics.flush()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        if family.name.startswith("feature_sidecar_value")
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_single_rows_grouped_by_event_times_count_like_each_call_alone() -> None:
+    # Single-row calls of one entity hand the metrics one shared group of entries; counting the
+    # group must equal counting every call's entries one by one, ages included: within one
+    # bucket, across a bucket edge (9.5 s to 10.5 s) and for an event time in the future.
+    second = 1_000_000_000
+    now = 1_800_000_000 * second
+    present = np.array([Status.PRESENT], np.uint8)
+    entries = (
+        ("profile", present, np.array([now - 95 * second // 10], np.int64), 3),
+        ("stats", present, np.array([now - 100 * second], np.int64), 2),
+        ("profile", present, np.array([now + 2 * second], np.int64), 1),
+        ("stats", present, None, 4),
+    )
+    group = StatsGroup(entries)
+    times = [now, now + second // 5, now + second]
+    grouped = _served_samples([(t, [group]) for t in times])
+    alone = _served_samples([(t, list(entries)) for t in times])
+    assert grouped.keys() == alone.keys()
+    for key, expected in alone.items():
+        assert grouped[key] == pytest.approx(expected, rel=1e-12), key
+    profile_10s = (
+        "feature_sidecar_value_age_seconds_bucket",
+        (("le", "10.0"), ("view", "profile")),
+    )
+    assert grouped[profile_10s] == 3 + 3 + 3  # the future one (age 0) and two of 9.5/9.7/10.5
+    present_stats = ("feature_sidecar_values_total", (("status", "PRESENT"), ("view", "stats")))
+    assert grouped[present_stats] == 3 * (2 + 4)

@@ -40,6 +40,20 @@ _SINGLES: Final = 1024
 Stats = tuple[str, np.ndarray, np.ndarray | None, int]
 
 
+class StatsGroup:
+    """The `Stats` of a single row with given event times, one object for every call that
+    serves it: the metrics count such calls by the group, not entry by entry."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: tuple[Stats, ...]) -> None:
+        self.entries = entries
+
+
+# What a call hands to the metrics per column or group of columns.
+Served = Stats | StatsGroup
+
+
 @dataclass(frozen=True)
 class Wanted:
     """One requested feature: where it sits in the response and in the replies."""
@@ -226,7 +240,7 @@ def build_columns(
     now_ns: int,
     mask_key: bytes,
     stamps: TimestampCache,
-    stats: list[Stats] | None = None,
+    stats: list[Served] | None = None,
 ) -> list[bytes]:
     """The encoded response columns, in request order; `stats` collects `Stats` for metrics."""
     out: list[bytes] = [b""] * columns.count
@@ -261,7 +275,7 @@ def _fast_batch(
     now_ns: int,
     stamps: TimestampCache,
     out: list[bytes],
-    stats: list[Stats] | None,
+    stats: list[Served] | None,
 ) -> bool:
     """Encodes a batch of same-kind scalar columns at once; False to use the general path."""
     if rows == 1 and _single_row(batch, group.replies[0], now_ns, stamps, out, stats):
@@ -323,7 +337,7 @@ def _single_row(
     now_ns: int,
     stamps: TimestampCache,
     out: list[bytes],
-    stats: list[Stats] | None,
+    stats: list[Served] | None,
 ) -> bool:
     """One entity, every value stored and fresh: a column is its share's head followed by the
     stored bytes after the tag. False when that does not hold (the NumPy path decides then)."""
@@ -356,7 +370,7 @@ def _single_row(
         for position, item in enumerate(batch.items):
             out[item.index] = heads[share_of[position]] + values[position]
     if stats is not None:
-        stats.extend(single.stats)
+        stats.append(single.stats)
     return True
 
 
@@ -367,7 +381,7 @@ class _Single:
 
     fresh_until: int
     heads: tuple[bytes, ...]
-    stats: tuple[Stats, ...]
+    stats: StatsGroup
 
 
 def _single(batch: _Batch, raw_stamps: tuple[bytes | None, ...], stamps: TimestampCache) -> _Single:
@@ -393,7 +407,9 @@ def _single(batch: _Batch, raw_stamps: tuple[bytes | None, ...], stamps: Timesta
         entries.append((share.items[0].view, present, stamp, len(share.items)))
     if len(batch.singles) >= _SINGLES:
         batch.singles.clear()
-    single = batch.singles[raw_stamps] = _Single(fresh_until, tuple(heads), tuple(entries))
+    single = batch.singles[raw_stamps] = _Single(
+        fresh_until, tuple(heads), StatsGroup(tuple(entries))
+    )
     return single
 
 
@@ -403,7 +419,7 @@ def _encode_batch(
     stamps_of: list[np.ndarray],
     rows: int,
     out: list[bytes],
-    stats: list[Stats] | None,
+    stats: list[Served] | None,
 ) -> None:
     """Every row present and fresh: columns differ only in their event times (per share) and
     their data, so one NumPy block of equal-length records holds the whole batch."""

@@ -14,9 +14,11 @@ registry, and at most 50 ms late in the files of `--workers` mode.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 
 import numpy as np
 
+from .columns import Served, StatsGroup
 from .metrics import (
     AGE_BUCKETS,
     ENTITY_BUCKETS,
@@ -31,9 +33,17 @@ _NS = 1e-9
 # Status codes per view in one bincount: 0..6 are the wire's numbers, 7 is never served.
 _STATUS_SLOTS = 8
 AGE_EDGES = np.array([*AGE_BUCKETS, np.inf], dtype=np.float64)
+_AGE_EDGES = AGE_EDGES.tolist()
 
-# (now_ns, entities, features, [(view, statuses, timestamps, columns), ...]) of one call.
-Pending = tuple[int, int, int, list[tuple[str, np.ndarray, np.ndarray | None, int]]]
+
+def _age_slot(age: float) -> int:
+    """The bucket of one age, as `_ages` finds it: the first bound >= the age (0 and below
+    count as 0)."""
+    return bisect_left(_AGE_EDGES, max(age, 0.0))
+
+
+# (now_ns, entities, features, what it served: see columns.Served) of one call.
+Pending = tuple[int, int, int, list[Served]]
 
 
 class ServedValues:
@@ -91,8 +101,17 @@ class ServedValues:
         lengths: list[int] = []
         statuses: list[np.ndarray] = []
         stamps: list[np.ndarray] = []
+        # Single rows that share their event times arrive as one group object per call.
+        groups: dict[int, tuple[StatsGroup, list[int]]] = {}
         for now, _, _, columns in batch:
-            for view, column_statuses, column_stamps, shared in columns:
+            for entry in columns:
+                if isinstance(entry, StatsGroup):
+                    found = groups.get(id(entry))
+                    if found is None:
+                        found = groups[id(entry)] = (entry, [])
+                    found[1].append(now)
+                    continue
+                view, column_statuses, column_stamps, shared = entry
                 index = number.get(view)
                 if index is None:
                     index = number[view] = len(views)
@@ -108,6 +127,45 @@ class ServedValues:
                     if column_stamps is not None
                     else np.zeros(len(column_statuses), np.int64)
                 )
+        # Ages of grouped calls that could not be added at once, call by call.
+        late: tuple[list[int], list[int], list[int], list[float]] = ([], [], [], [])
+        for shared_group, times in groups.values():
+            calls, first, last = len(times), min(times), max(times)
+            for view, column_statuses, column_stamps, shared in shared_group.entries:
+                index = number.get(view)
+                if index is None:
+                    index = number[view] = len(views)
+                    views.append(metrics.views.get(view) or metrics.view(view))
+                # Statuses of every call of the group at once; ages below (no event time here).
+                owners.append(index)
+                nows.append(0)
+                copies.append(shared * calls)
+                lengths.append(len(column_statuses))
+                statuses.append(column_statuses)
+                stamps.append(np.zeros(len(column_statuses), np.int64))
+                ts = int(column_stamps[0]) if column_stamps is not None else 0
+                if ts <= 0:
+                    continue
+                age = views[index].age
+                slot = _age_slot((first - ts) * _NS)
+                if age.fast and first >= ts and slot == _age_slot((last - ts) * _NS):
+                    # Every call's age falls in one bucket: add them all, and their sum.
+                    age.add(slot, shared * calls)
+                    age.add_sum(shared * (sum(times) - calls * ts) * _NS)
+                    continue
+                for now in times:
+                    late[0].append(index)
+                    late[1].append(now)
+                    late[2].append(ts)
+                    late[3].append(shared)
+        if late[0]:
+            self._ages(
+                views,
+                np.array(late[0], np.int64),
+                np.array(late[1], np.int64),
+                np.array(late[2], np.int64),
+                np.array(late[3], np.float64),
+            )
         if not owners:
             return
         owner = np.repeat(np.array(owners, dtype=np.int64), lengths)

@@ -11,14 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from featuresidecar.v1 import feature_service_pb2 as pb
 
 from . import wire
 from .access import Identity
 from .cache import EntityCache
-from .columns import TimestampCache, build_columns
+from .columns import Served, TimestampCache, build_columns
 from .errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
 from .layout import entity_keys, pack_commands
 from .ratelimit import RateLimiter
@@ -39,8 +37,9 @@ class CallRecord:
     denied: Sequence[str] = ()
     masked: Sequence[str] = ()
     entity_values: dict[str, list[Any]] = field(default_factory=dict)
-    # (view, statuses, event timestamps, how many columns share them) of served columns.
-    columns: list[tuple[str, np.ndarray, np.ndarray | None, int]] = field(default_factory=list)
+    # (view, statuses, event timestamps, how many columns share them) of served columns, or a
+    # group of them shared by calls (see columns.StatsGroup).
+    columns: list[Served] = field(default_factory=list)
     rate_limited: bool = False
     now_ns: int = 0
 

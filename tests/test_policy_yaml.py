@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import EXAMPLE_POLICY
 
+from featuresidecar_server.config import ConfigError, read_config_file
 from featuresidecar_server.policy import NO_DEFAULT
 from featuresidecar_server.policy_yaml import PolicyError, parse_duration, parse_policy
 
@@ -184,6 +186,7 @@ def test_mistakes_name_the_line_and_key(change: tuple[str, str], message: str) -
             "p.yaml:19: tests[0].expect: expect must be 'allow', 'deny' or 'mask', not 'maybe'",
         ),
         ("roles: []\n", "p.yaml:18: duplicate key 'roles'"),
+        ("x-notes: {1: one}\n", "p.yaml:18: keys must be strings, got 1"),
     ],
 )
 def test_policy_section_mistakes(extra: str, message: str) -> None:
@@ -229,3 +232,13 @@ def test_a_worker_loads_neither_the_yaml_parser_nor_the_flag_parser() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (result.returncode, result.stdout.strip()) == (0, "False False")
+
+
+def test_a_config_file_that_is_not_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text("listen: [\n")
+    with pytest.raises(ConfigError) as error:
+        read_config_file(str(path))
+    message = str(error.value)
+    assert message.startswith(f"--config {path}: not valid YAML (")
+    assert "line 2" in message

@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .config import read_flag_file
 from .grpc_service import SERVICE, FeatureServicer, handlers
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -17,23 +18,17 @@ class ListenError(RuntimeError):
     pass
 
 
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ListenError(f"{what} {path}: {exc.strerror}") from None
-
-
 def tls_credentials(
     cert: str | None, key: str | None, client_ca: str | None
 ) -> grpc.ServerCredentials | None:
     if not cert or not key:
         return None
-    pair = (_read(key, "--tls-key"), _read(cert, "--tls-cert"))
+    pair = (read_flag_file("--tls-key", key), read_flag_file("--tls-cert", cert))
     if client_ca:
         return grpc.ssl_server_credentials(
-            [pair], root_certificates=_read(client_ca, "--tls-client-ca"), require_client_auth=True
+            [pair],
+            root_certificates=read_flag_file("--tls-client-ca", client_ca),
+            require_client_auth=True,
         )
     return grpc.ssl_server_credentials([pair])
 

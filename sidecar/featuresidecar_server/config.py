@@ -167,7 +167,7 @@ def read_config_file(path: str) -> dict[str, Any]:
 
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml_lines.load_config(handle)
+            data = yaml_lines.load_plain(handle.read())
     except OSError as exc:
         raise ConfigError(f"--config {path}: {exc.strerror}") from None
     except yaml_lines.YamlError as exc:

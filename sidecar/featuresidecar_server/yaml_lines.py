@@ -88,11 +88,3 @@ def load_plain(text: str) -> Any:
         raise YamlError(0, str(exc)) from None
     except RecursionError:
         raise YamlError(0, "nested too deeply") from None
-
-
-def load_config(handle: Any) -> Any:
-    """A settings file as plain data (PyYAML's safe loader)."""
-    try:
-        return yaml.safe_load(handle)
-    except yaml.YAMLError as exc:
-        raise YamlError(0, str(exc)) from None

@@ -95,6 +95,13 @@ class ServedValues:
         self._features.observe_many(np.array([entry[2] for entry in batch], dtype=np.float64))
         views: list[ViewChildren] = []
         number: dict[str, int] = {}
+
+        def number_of(view: str) -> int:
+            """A view first seen in this batch: its children, and its number in `views`."""
+            views.append(metrics.views.get(view) or metrics.view(view))
+            number[view] = len(views) - 1
+            return number[view]
+
         owners: list[int] = []
         nows: list[int] = []
         copies: list[int] = []
@@ -114,8 +121,7 @@ class ServedValues:
                 view, column_statuses, column_stamps, shared = entry
                 index = number.get(view)
                 if index is None:
-                    index = number[view] = len(views)
-                    views.append(metrics.views.get(view) or metrics.view(view))
+                    index = number_of(view)
                 owners.append(index)
                 nows.append(now)
                 # Columns that share their statuses and event times arrive once, with a weight.
@@ -134,8 +140,7 @@ class ServedValues:
             for view, column_statuses, column_stamps, shared in shared_group.entries:
                 index = number.get(view)
                 if index is None:
-                    index = number[view] = len(views)
-                    views.append(metrics.views.get(view) or metrics.view(view))
+                    index = number_of(view)
                 # Statuses of every call of the group at once; ages below (no event time here).
                 owners.append(index)
                 nows.append(0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from typing import Any
 
+import grpc
 import pytest
 import redis
 from support import EXAMPLE_POLICY, column_values, put_entity, request, stub
@@ -175,3 +177,87 @@ def test_served_values_are_the_same_with_and_without_the_cache(
     else:
         assert cache is None
         assert lookups == {"hit": 0.0, "miss": 0.0, "shared": 0.0}
+
+
+def _paused_shared_read(
+    redis_server: LocalRedis, sidecar_factory: Any
+) -> tuple[Any, Any, Any, EntityCache]:
+    """A sidecar with the cache on, and Redis paused (SIGSTOP) until the caller resumes it."""
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_profile",
+        {"user_id": 5},
+        {"age": 50},
+        time.time_ns(),
+    )
+    sidecar = sidecar_factory(
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal=RANKER,
+        cache_entries=100,
+        cache_ttl=60.0,
+        redis_timeout=5.0,
+    )
+    cache = sidecar.sidecar.reader.cache
+    assert cache is not None
+    _, client = stub(sidecar.address)
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    return sidecar, client, request(["user_profile:age"], {"user_id": [5]}), cache
+
+
+def test_one_callers_deadline_does_not_reach_another_waiting_on_the_same_entity(
+    redis_server: LocalRedis, sidecar_factory: Any
+) -> None:
+    sidecar, client, message, cache = _paused_shared_read(redis_server, sidecar_factory)
+    assert redis_server.process is not None
+    try:
+        short = client.GetFeatures.future(message, timeout=0.3)
+        sidecar.wait_for(lambda: cache.stats.misses == 1)
+        patient = client.GetFeatures.future(message, timeout=10)
+        sidecar.wait_for(lambda: cache.stats.shared == 1)
+        with pytest.raises(grpc.RpcError) as failed:
+            short.result()
+        assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert not patient.done()
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    response = patient.result(timeout=10)
+    assert column_values(response.columns[0]) == [50]
+    assert list(response.columns[0].statuses) == [1]
+
+
+def test_a_cancelled_caller_does_not_cancel_the_read_another_waits_for(
+    redis_server: LocalRedis, sidecar_factory: Any
+) -> None:
+    sidecar, client, message, cache = _paused_shared_read(redis_server, sidecar_factory)
+    assert redis_server.process is not None
+    try:
+        first = client.GetFeatures.future(message, timeout=10)
+        sidecar.wait_for(lambda: cache.stats.misses == 1)
+        second = client.GetFeatures.future(message)  # no deadline at all
+        sidecar.wait_for(lambda: cache.stats.shared == 1)
+        assert first.cancel()
+        # The cancellation reaches the sidecar's handler of the first call before Redis resumes.
+        sidecar.wait_for(
+            lambda: (
+                sidecar.sidecar.metrics.registry.get_sample_value(
+                    "grpc_server_handled_total",
+                    {
+                        "grpc_type": "unary",
+                        "grpc_service": "featuresidecar.v1.FeatureService",
+                        "grpc_method": "GetFeatures",
+                        "grpc_code": "Canceled",
+                    },
+                )
+                == 1.0
+            )
+        )
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    response = second.result(timeout=10)
+    assert column_values(response.columns[0]) == [50]
+    # The read finished for the waiter and was cached: the next call is a hit.
+    client.GetFeatures(message, timeout=5)
+    assert cache.stats.hits == 1

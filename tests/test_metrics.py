@@ -14,7 +14,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from support import code_of, request, stub
+from support import (
+    EXAMPLE_POLICY,
+    TokenIssuer,
+    bearer,
+    code_of,
+    column_values,
+    put_entity,
+    request,
+    stub,
+)
 from test_metrics_support import (
     PRINCIPAL,
     BundleSigner,
@@ -31,7 +40,14 @@ from test_metrics_support import (
 from featuresidecar_server.codec import Status
 from featuresidecar_server.columns import StatsGroup
 from featuresidecar_server.grpc_service import CallOutcome
-from featuresidecar_server.metrics import LATENCY_BUCKETS, BulkHistogram, SidecarMetrics, Tally
+from featuresidecar_server.metrics import (
+    LATENCY_BUCKETS,
+    MAX_PRINCIPALS,
+    OTHER_PRINCIPAL,
+    BulkHistogram,
+    SidecarMetrics,
+    Tally,
+)
 from featuresidecar_server.metrics_calls import CallMetrics
 from featuresidecar_server.metrics_values import ServedValues
 from featuresidecar_server.service import CallRecord
@@ -85,14 +101,14 @@ def test_exact_counts_after_a_known_sequence_of_calls(
     after = scrape(base)
     handled = {
         code: value(after, "grpc_server_handled_total", **GET, grpc_code=code)
-        for code in ("OK", "PERMISSION_DENIED", "NOT_FOUND", "UNAVAILABLE", "INVALID_ARGUMENT")
+        for code in ("OK", "PermissionDenied", "NotFound", "Unavailable", "InvalidArgument")
     }
     assert handled == {
         "OK": 7,
-        "PERMISSION_DENIED": 2,
-        "NOT_FOUND": 1,
-        "UNAVAILABLE": 0,
-        "INVALID_ARGUMENT": 0,
+        "PermissionDenied": 2,
+        "NotFound": 1,
+        "Unavailable": 0,
+        "InvalidArgument": 0,
     }
     assert value(after, "grpc_server_started_total", **GET) == 10
     assert value(after, "grpc_server_msg_received_total", **GET) == 10
@@ -168,7 +184,7 @@ def test_principal_label_only_when_asked_for(
     after = scrape(_base(sidecar))
     labels = {**GET, "principal": PRINCIPAL}
     assert value(after, "grpc_server_handled_total", **labels, grpc_code="OK") == 1
-    assert value(after, "grpc_server_handled_total", **labels, grpc_code="PERMISSION_DENIED") == 1
+    assert value(after, "grpc_server_handled_total", **labels, grpc_code="PermissionDenied") == 1
     # Only there: the histogram and the other counters keep their cardinality.
     assert value(after, "grpc_server_started_total", **GET) == 2
     assert value(after, "grpc_server_handling_seconds_count", **GET) == 2
@@ -207,14 +223,14 @@ def test_health_checks_and_reflection_are_counted(
     check = {"grpc_type": "unary", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Check"}
     assert value(after, "grpc_server_started_total", **check) == 4
     assert value(after, "grpc_server_handled_total", **check, grpc_code="OK") == 3
-    assert value(after, "grpc_server_handled_total", **check, grpc_code="NOT_FOUND") == 1
+    assert value(after, "grpc_server_handled_total", **check, grpc_code="NotFound") == 1
     assert value(after, "grpc_server_msg_sent_total", **check) == 3
     watch_labels = {
         "grpc_type": "server_stream",
         "grpc_service": "grpc.health.v1.Health",
         "grpc_method": "Watch",
     }
-    assert value(after, "grpc_server_handled_total", **watch_labels, grpc_code="CANCELLED") == 1
+    assert value(after, "grpc_server_handled_total", **watch_labels, grpc_code="Canceled") == 1
     assert value(after, "grpc_server_msg_sent_total", **watch_labels) >= 1
     reflection = {
         "grpc_type": "bidi_stream",
@@ -249,7 +265,7 @@ def test_rate_limited_calls_by_role(
         )
     after = scrape(_base(sidecar))
     assert value(after, "feature_sidecar_rate_limited_total", role="scorer") == 3
-    assert value(after, "grpc_server_handled_total", **GET, grpc_code="RESOURCE_EXHAUSTED") == 3
+    assert value(after, "grpc_server_handled_total", **GET, grpc_code="ResourceExhausted") == 3
     # The policy allowed them; the limit refused them.
     assert (
         value(after, "feature_sidecar_policy_decisions_total", role="scorer", decision="allow") == 4
@@ -279,7 +295,7 @@ def test_redis_errors_latency_and_up(
     down = scrape(base)
     assert value(down, "feature_sidecar_redis_up") == 0
     assert value(down, "feature_sidecar_redis_errors_total", kind="connection") >= 1
-    assert value(down, "grpc_server_handled_total", **GET, grpc_code="UNAVAILABLE") == 1
+    assert value(down, "grpc_server_handled_total", **GET, grpc_code="Unavailable") == 1
     # The policy allowed the call; Redis failed it.
     assert (
         value(down, "feature_sidecar_policy_decisions_total", role="scorer", decision="allow") == 2
@@ -578,3 +594,66 @@ def test_single_rows_grouped_by_event_times_count_like_each_call_alone() -> None
     assert grouped[profile_10s] == 3 + 3 + 3  # the future one (age 0) and two of 9.5/9.7/10.5
     present_stats = ("feature_sidecar_values_total", (("status", "PRESENT"), ("view", "stats")))
     assert grouped[present_stats] == 3 * (2 + 4)
+
+
+def test_every_principal_past_the_label_limit_is_served_and_counted_as_other(
+    redis_server: Any, sidecar_factory: Any, tmp_path: Path
+) -> None:
+    issuer = TokenIssuer(tmp_path)
+    put_entity(
+        redis_server.url,
+        EXAMPLE_POLICY,
+        "user_stats",
+        {"user_id": 1},
+        {"ctr_7d": 0.5},
+        time.time_ns(),
+    )
+    sidecar = sidecar_factory(
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        metrics_principal_label=True,
+        **issuer.settings(),
+    )
+    _, client = stub(sidecar.address)
+    message = request(["user_stats:ctr_7d"], {"user_id": [1]})
+    callers = MAX_PRINCIPALS + 20
+    for n in range(callers):
+        token = issuer.token(f"analyst-{n}", ["data-science"])
+        response = client.GetFeatures(message, timeout=5, metadata=bearer(token))
+        assert column_values(response.columns[0]) == [0.5]
+    registry = sidecar.sidecar.metrics.registry
+    handled = {
+        labels["principal"]: value
+        for labels, value in (
+            (sample.labels, sample.value)
+            for family in registry.collect()
+            if family.name == "grpc_server_handled"
+            for sample in family.samples
+            if sample.name == "grpc_server_handled_total" and sample.labels["grpc_code"] == "OK"
+        )
+    }
+    assert len(handled) == MAX_PRINCIPALS + 1
+    assert handled[OTHER_PRINCIPAL] == 20
+    assert handled["analyst-0"] == 1
+    assert sum(handled.values()) == callers
+
+
+def test_a_failing_observer_never_changes_a_calls_outcome(
+    redis_server: Any, sidecar_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(outcome: CallOutcome) -> None:
+        raise RecursionError("an observer that fails")
+
+    sidecar = _sidecar(sidecar_factory, redis_server.url, tmp_path, observers=[broken])
+    _, client = stub(sidecar.address)
+    with caplog.at_level("ERROR", logger="featuresidecar.observers"):
+        for _ in range(3):
+            response = client.GetFeatures(ALLOWED_CALL, timeout=5)
+            assert list(response.columns[0].statuses) == [Status.PRESENT]
+        assert code_of(lambda: client.GetFeatures(DENIED_CALL, timeout=5))[0] == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+    # Logged, but not once per call.
+    failures = [r for r in caplog.records if r.name == "featuresidecar.observers"]
+    assert len(failures) == 1
+    assert failures[0].getMessage() == "observing a call failed; the call's outcome stands"

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import DeadlineExceeded
 from .layout import Group, hmget
 
 Key = tuple[tuple[bytes, ...], bytes]
+_Read = asyncio.Future[list[Any]]
 
 
 @dataclass
@@ -44,21 +46,30 @@ class EntityCache:
         self.clock = clock
         self.stats = CacheStats()
         self._entries: OrderedDict[Key, tuple[float, Any]] = OrderedDict()
-        self._inflight: dict[Key, asyncio.Future[Any]] = {}
+        # Entries being read: the read's task and the entry's place in its replies.
+        self._inflight: dict[Key, tuple[_Read, int]] = {}
+        # Reads run as tasks that no caller owns; held here so they are not collected.
+        self._reads: set[_Read] = set()
 
     async def fetch(
         self,
-        read: Callable[[bytes, int], Any],
+        read: Callable[[bytes, int], Awaitable[list[Any]]],
         groups: Sequence[Group],
         keys: Sequence[Sequence[bytes]],
+        timeout: float | None = None,
     ) -> list[Any]:
         """Replies for every (group, key), in command order; `read(payload, count)` reads the
-        missing ones from Redis in one round trip."""
+        missing ones from Redis in one round trip.
+
+        A read is shared by every call that misses the same entries while it runs, so it runs
+        as a task of its own, under the store's timeout: no caller's deadline or cancellation
+        reaches the others. Each caller waits at most `timeout` seconds (what is left of its
+        own deadline)."""
         now = self.clock()
         entries = self._entries
         replies: list[Any] = []
         missing: list[tuple[int, Key, Group, bytes]] = []
-        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        waiting: list[tuple[int, _Read, int]] = []
         hits = 0
         for group, group_keys in zip(groups, keys, strict=True):
             for key in group_keys:
@@ -70,50 +81,55 @@ class EntityCache:
                     hits += 1
                     continue
                 replies.append(None)
-                future = self._inflight.get(cache_key)
-                if future is not None:
-                    waiting.append((len(replies) - 1, future))
+                inflight = self._inflight.get(cache_key)
+                if inflight is not None:
+                    waiting.append((len(replies) - 1, *inflight))
                 else:
                     missing.append((len(replies) - 1, cache_key, group, key))
         self.stats.count("hits", hits)
         self.stats.count("shared", len(waiting))
         self.stats.count("misses", len(missing))
         if missing:
-            await self._read(read, missing, replies)
-        for index, future in waiting:
-            replies[index] = await asyncio.shield(future)
+            own = self._start_read(read, missing)
+            waiting.extend((index, own, n) for n, (index, _, _, _) in enumerate(missing))
+        if not waiting:
+            return replies
+        reads = {id(task): task for _, task, _ in waiting}
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded("the call's deadline passed before Redis was asked")
+        # asyncio.wait never cancels what it waits for: leaving early touches no shared read.
+        _, late = await asyncio.wait(reads.values(), timeout=timeout)
+        if late:
+            raise DeadlineExceeded("the call's deadline passed while waiting for Redis")
+        for index, task, position in waiting:
+            replies[index] = task.result()[position]
         return replies
 
-    async def _read(
+    def _start_read(
         self,
-        read: Callable[[bytes, int], Any],
+        read: Callable[[bytes, int], Awaitable[list[Any]]],
         missing: list[tuple[int, Key, Group, bytes]],
-        replies: list[Any],
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        futures = []
+    ) -> _Read:
+        payload = b"".join(hmget(group, key) for _, _, group, key in missing)
+        task = asyncio.ensure_future(read(payload, len(missing)))
+        for position, (_, cache_key, _, _) in enumerate(missing):
+            self._inflight[cache_key] = (task, position)
+        self._reads.add(task)
+        task.add_done_callback(lambda done: self._finished(done, missing))
+        return task
+
+    def _finished(self, task: _Read, missing: list[tuple[int, Key, Group, bytes]]) -> None:
+        self._reads.discard(task)
         for _, cache_key, _, _ in missing:
-            future: asyncio.Future[Any] = loop.create_future()
-            self._inflight[cache_key] = future
-            futures.append(future)
-        try:
-            payload = b"".join(hmget(group, key) for _, _, group, key in missing)
-            fetched = await read(payload, len(missing))
-        except BaseException as exc:
-            for (_, cache_key, _, _), future in zip(missing, futures, strict=True):
-                self._inflight.pop(cache_key, None)
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # retrieved here: the waiters get it through await
-            raise
+            if self._inflight.get(cache_key, (None,))[0] is task:
+                del self._inflight[cache_key]
+        if task.cancelled() or task.exception() is not None:
+            return  # the waiters get the error; nothing is cached
         expires = self.clock() + self.ttl
         entries = self._entries
-        for (index, cache_key, _, _), future, reply in zip(missing, futures, fetched, strict=True):
-            replies[index] = reply
+        for (_, cache_key, _, _), reply in zip(missing, task.result(), strict=True):
             entries[cache_key] = (expires, reply)
             entries.move_to_end(cache_key)
-            self._inflight.pop(cache_key, None)
-            future.set_result(reply)
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
 

@@ -102,9 +102,9 @@ class FeatureReader:
             replies = await self.store.fetch(payload, rows * len(plan.groups), timeout)
         elif rows and plan.slots and cache is not None:
             keys = [entity_keys(g, entities, rows, snapshot.project) for g in plan.groups]
-            replies = await cache.fetch(
-                lambda payload, count: self.store.fetch(payload, count, timeout), plan.groups, keys
-            )
+            # A cached read may serve other callers too: it runs under the store's own
+            # timeout, and this caller waits for it within its deadline.
+            replies = await cache.fetch(self.store.fetch, plan.groups, keys, timeout)
         now = self.clock_ns()
         record.now_ns = now
         columns = build_columns(

@@ -263,7 +263,7 @@ def test_every_panel_and_rule_evaluates_on_a_real_prometheus(
         }
         wait_until(
             lambda: (
-                prometheus.value('sum(grpc_server_handled_total{grpc_code="UNAVAILABLE"})') == 1
+                prometheus.value('sum(grpc_server_handled_total{grpc_code="Unavailable"})') == 1
                 and prometheus.value("count_over_time(feature_sidecar_build_info[1m])") >= 3
             ),
             timeout=30,

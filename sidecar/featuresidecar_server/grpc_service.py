@@ -21,6 +21,7 @@ from .access import Identity
 from .authn import Authenticator
 from .errors import InvalidArgument
 from .grpc_errors import is_expected, status_of
+from .isolation import contained
 from .service import CallRecord, FeatureReader
 
 log = logging.getLogger("featuresidecar.calls")
@@ -107,7 +108,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         handle: Callable[[Identity, CallRecord], Awaitable[Response]],
     ) -> Response:
         for starter in self.starters:
-            starter(method)
+            contained("counting a call's start", starter, method)
         start = time.perf_counter()
         record = CallRecord()
         identity: Identity | None = None
@@ -140,7 +141,7 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
                 identity,
             )
             for observer in self.observers:
-                observer(outcome)
+                contained("observing a call", observer, outcome)
         # Outside the try: abort() raises to end the call.
         assert failure is not None
         code, message, trailing = failure

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -68,6 +69,27 @@ AGE_BUCKETS = (
 )
 
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+# The `grpc_code` label values, as go-grpc-prometheus writes them (Go's codes.Code.String()):
+# dashboards and alert rules written for Go services filter on these names.
+GRPC_CODE_NAMES: dict[grpc.StatusCode, str] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
 # Index = the wire's FeatureStatus number; 0 (unspecified) is never served.
 STATUSES = ("", "PRESENT", "NULL_VALUE", "NOT_FOUND", "STALE", "MASKED", "DENIED")
 DECISIONS = ("allow", "deny", "mask", "partial")
@@ -362,6 +384,8 @@ class SidecarMetrics:
         self._cache_lookups = {
             result: self.cache_lookups.labels(result) for result in ("hit", "miss", "shared")
         }
+        # Principals that have a label value of their own (--metrics-principal-label).
+        self._principals: set[str] = set()
         self._redis_up_value: bool | None = None
         self._bundle_label: tuple[str, str] | None = None
         # Copy-on-write maps, read without a lock on the request path.
@@ -396,6 +420,18 @@ class SidecarMetrics:
                     children = RoleChildren(self, name)
                     self.roles = {**self.roles, name: children}
         return children
+
+    def principal_value(self, principal: str) -> str:
+        """The `principal` label value of a caller: its own for the first MAX_PRINCIPALS
+        callers, OTHER_PRINCIPAL for any later one."""
+        principals = self._principals
+        if principal in principals:
+            return principal
+        with self._lock:
+            if len(principals) < MAX_PRINCIPALS:
+                principals.add(principal)
+                return principal
+        return OTHER_PRINCIPAL
 
     # Events that are not calls -----------------------------------------------------------------
 

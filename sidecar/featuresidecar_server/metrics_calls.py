@@ -23,11 +23,11 @@ from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .grpc_service import SERVICE, CallOutcome
+from .isolation import contained
 from .metrics import (
+    GRPC_CODE_NAMES,
     LATENCY_BUCKETS,
-    MAX_PRINCIPALS,
     NO_ROLE,
-    OTHER_PRINCIPAL,
     BulkHistogram,
     SidecarMetrics,
 )
@@ -54,7 +54,8 @@ class MethodMetrics:
         if not metrics.principal_label:
             # Every code exists from the start, so rate() and ratios see zeros, not gaps.
             self._handled = {
-                code: metrics.grpc_handled.labels(*labels, code.name) for code in grpc.StatusCode
+                code: metrics.grpc_handled.labels(*labels, GRPC_CODE_NAMES[code])
+                for code in grpc.StatusCode
             }
 
     def handled(self, code: grpc.StatusCode, principal: str = "") -> Any:
@@ -63,18 +64,24 @@ class MethodMetrics:
         key = (code, principal)
         child = self._handled.get(key)
         if child is None:
-            known = {p for _, p in self._handled}
-            if principal not in known and len(known) >= MAX_PRINCIPALS:
-                return self.handled(code, OTHER_PRINCIPAL)
-            child = self._handled[key] = self.metrics.grpc_handled.labels(
-                *self.labels, code.name, principal
-            )
+            principal = self.metrics.principal_value(principal)
+            key = (code, principal)
+            child = self._handled.get(key)
+            if child is None:
+                child = self._handled[key] = self.metrics.grpc_handled.labels(
+                    *self.labels, GRPC_CODE_NAMES[code], principal
+                )
         return child
 
     def finished(
         self, code: grpc.StatusCode, seconds: float, principal: str = "", *more: Any
     ) -> None:
         """Handled with `code`, its duration, and one increment of each of `more`."""
+        contained("recording a call's metrics", self._finished, code, seconds, principal, more)
+
+    def _finished(
+        self, code: grpc.StatusCode, seconds: float, principal: str, more: tuple[Any, ...]
+    ) -> None:
         self.tally.record((self.handled(code, principal), *more), self.seconds, seconds)
 
     @contextlib.contextmanager

@@ -373,3 +373,67 @@ def test_workload_principal_only_on_the_unix_socket_and_probes_need_no_identity(
             health_pb2.HealthCheckRequest(), timeout=5
         )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _jwks_of(*issuers: TokenIssuer) -> dict[str, Any]:
+    return {"keys": [json.loads(i.jwks_path.read_text())["keys"][0] for i in issuers]}
+
+
+@pytest.mark.parametrize(
+    ("signer", "named"),
+    [("ES256", "RS256"), ("RS256", "ES256"), ("RS256", "EdDSA"), ("EdDSA", "RS256")],
+)
+def test_a_token_whose_algorithm_does_not_fit_the_named_key_is_unauthenticated(
+    tmp_path: Path, signer: str, named: str
+) -> None:
+    issuers = {
+        alg: TokenIssuer(tmp_path, alg, kid=alg.lower()) for alg in ("RS256", "ES256", "EdDSA")
+    }
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(_jwks_of(*issuers.values())))
+    auth = Authenticator(
+        jwt_settings=JwtSettings(
+            str(jwks), issuer=TokenIssuer.ISSUER, audience=TokenIssuer.AUDIENCE
+        ),
+        clock=lambda: NOW,
+    )
+    source = issuers[signer]
+    # Signed with one type of key, naming a key of another type.
+    token = jwt.encode(
+        _claims(source), source.private, algorithm=signer, headers={"kid": named.lower()}
+    )
+    with pytest.raises(Unauthenticated) as error:
+        _identify(auth, token)
+    assert error.value.message == (
+        f"token algorithm {signer!r} does not fit the key {named.lower()!r} it names"
+    )
+    # The same key with its own algorithm still verifies.
+    assert _identify(auth, issuers[named].token("alice", now=NOW)).principal == "alice"
+
+
+def test_a_key_removed_from_the_jwks_file_revokes_its_cached_tokens(tmp_path: Path) -> None:
+    kept = TokenIssuer(tmp_path, kid="kept")
+    removed = TokenIssuer(tmp_path, kid="removed")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(_jwks_of(kept, removed)))
+    clock = [NOW]
+    auth = Authenticator(
+        jwt_settings=JwtSettings(str(jwks), issuer=kept.ISSUER, audience=kept.AUDIENCE),
+        clock=lambda: clock[0],
+    )
+    doomed = removed.token("mallory", now=NOW, ttl=3600)
+    survivor = kept.token("alice", now=NOW, ttl=3600)
+    assert _identify(auth, doomed).principal == "mallory"  # verified once, then cached
+    assert _identify(auth, survivor).principal == "alice"
+    jwks.write_text(json.dumps(_jwks_of(kept)))
+    clock[0] = NOW + 4  # within the re-check interval the cached identity still stands
+    assert _identify(auth, doomed).principal == "mallory"
+    clock[0] = NOW + 6  # past it (docs/security.md: within 5 s of the change)
+    with pytest.raises(Unauthenticated) as error:
+        _identify(auth, doomed)
+    assert error.value.message == "token signed by an unknown key (kid 'removed')"
+    assert _identify(auth, survivor).principal == "alice"
+    jwks.write_text(json.dumps({"keys": []}))  # every key revoked
+    clock[0] = NOW + 12
+    with pytest.raises(Unauthenticated, match="unknown key"):
+        _identify(auth, survivor)

@@ -40,8 +40,10 @@ class _Jwks:
         self._clock = clock
         self._recheck = recheck
         self._checked = -1e18
-        self._mtime = -1.0
+        self._version: tuple[int, int, int] = (-1, -1, -1)
         self.keys: dict[str, Any] = {}
+        # Counts loads: tokens verified with an earlier key set are verified again.
+        self.generation = 0
         self._load()
 
     def _load(self) -> None:
@@ -50,14 +52,17 @@ class _Jwks:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 document = json.load(handle)
-            keyset = jwt.PyJWKSet.from_dict(document)
+            # An empty key set is valid: it revokes every key (PyJWT refuses to build one).
+            empty = isinstance(document, dict) and document.get("keys") == []
+            found = [] if empty else jwt.PyJWKSet.from_dict(document).keys
         except (OSError, ValueError, jwt.PyJWTError) as exc:
             raise ValueError(f"--jwt-jwks {self.path}: not a readable JWKS file ({exc})") from exc
         keys: dict[str, Any] = {}
-        for key in keyset.keys:
+        for key in found:
             keys[key.key_id or ""] = key
         self.keys = keys
-        self._mtime = os.stat(self.path).st_mtime
+        self.generation += 1
+        self._version = _changed(self.path)
 
     def refresh(self) -> None:
         now = self._clock()
@@ -65,7 +70,7 @@ class _Jwks:
             return
         self._checked = now
         try:
-            if os.stat(self.path).st_mtime != self._mtime:
+            if _changed(self.path) != self._version:
                 self._load()
         except (OSError, ValueError):
             pass  # keep the keys we have; a half-written file must not lock everybody out
@@ -92,6 +97,7 @@ class Authenticator:
         self.clock = clock
         self._jwks = _Jwks(jwt_settings.jwks_path, clock) if jwt_settings else None
         self._tokens: OrderedDict[str, tuple[Identity, float, float]] = OrderedDict()
+        self._generation = self._jwks.generation if self._jwks else 0
 
     def identify(
         self,
@@ -117,6 +123,13 @@ class Authenticator:
 
     def verify_token(self, token: str) -> Identity:
         now = self.clock()
+        jwks = self._jwks
+        if jwks is not None:
+            # A key removed from the JWKS file revokes the tokens it signed, cached or not.
+            jwks.refresh()
+            if jwks.generation != self._generation:
+                self._generation = jwks.generation
+                self._tokens.clear()
         cached = self._tokens.get(token)
         if cached is not None:
             identity, not_before, expires = cached
@@ -149,9 +162,14 @@ class Authenticator:
             raise Unauthenticated(
                 f"token algorithm {alg!r} is refused (accepted: {', '.join(ACCEPTED_ALGORITHMS)})"
             )
-        key = self._jwks.find(header.get("kid"))
+        kid = header.get("kid")
+        key = self._jwks.find(kid)
         if key is None:
-            raise Unauthenticated(f"token signed by an unknown key (kid {header.get('kid')!r})")
+            raise Unauthenticated(f"token signed by an unknown key (kid {_cut(kid)})")
+        if not _fits(alg, key):
+            raise Unauthenticated(
+                f"token algorithm {alg!r} does not fit the key {_cut(kid)} it names"
+            )
         settings = self.jwt
         try:
             claims = jwt.decode(
@@ -179,6 +197,9 @@ class Authenticator:
             raise Unauthenticated(f"token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError:
             raise Unauthenticated("token could not be verified") from None
+        except (ValueError, TypeError, KeyError):
+            # Whatever a crafted token makes the verifier trip over, it is not an identity.
+            raise Unauthenticated("token could not be verified") from None
         expires = _number_claim(claims, "exp")
         if expires is None:
             raise Unauthenticated("token lacks the 'exp' claim")
@@ -193,6 +214,25 @@ class Authenticator:
         groups = _groups(claims.get(settings.groups_claim))
         identity = Identity(subject, groups, "jwt")
         return identity, not_before if not_before is not None else -1e18, expires
+
+
+def _changed(path: str) -> tuple[int, int, int]:
+    """What tells a rewritten file apart, even within one mtime tick: inode, size, mtime."""
+    info = os.stat(path)
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _fits(alg: str, key: Any) -> bool:
+    """Whether a token's `alg` may be verified with this JWKS key. PyJWT names each key's
+    algorithm: the JWK's own `alg`, else the one its type and curve imply (RSA: RS256, P-256:
+    ES256, OKP: EdDSA)."""
+    return bool(key.algorithm_name == alg)
+
+
+def _cut(value: Any, limit: int = 64) -> str:
+    """A value from the token for a message: quoted, and short whatever the token holds."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _number_claim(claims: Mapping[str, Any], name: str) -> float | None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -283,3 +286,49 @@ class TokenIssuer:
 
 def bearer(token: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {token}")]
+
+
+FEATURE_SIDECAR = str(Path(sys.executable).parent / "feature-sidecar")
+
+
+class ServeProcess:
+    """`feature-sidecar serve` as a real process; its log goes to a file, so that a chatty
+    sidecar never blocks on a full pipe."""
+
+    def __init__(self, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None):
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
+        environment.update(env or {})
+        self.log = log
+        with open(log, "wb") as handle:
+            self.process = subprocess.Popen(
+                [FEATURE_SIDECAR, "serve", *args],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_serving(self, address: str, timeout: float = 20.0) -> ServeProcess:
+        from featuresidecar_server.probe import wait_serving
+
+        try:
+            wait_serving(address, self.process, timeout)
+        except RuntimeError as exc:
+            raise AssertionError(f"{exc}: {self.log.read_text()}") from None
+        return self
+
+    def memory_mib(self, field: str = "VmRSS") -> float:
+        """VmRSS (resident now) or VmHWM (the peak so far) of the process, in MiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(f"no {field} for pid {self.pid}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then its exit code (SIGKILL if it outlives `timeout`)."""
+        from featuresidecar_server import processes
+
+        return processes.stop(self.process, timeout)

@@ -22,6 +22,7 @@ from .config import ConfigError, read_flag_file
 from .decision_log import DecisionLog
 from .grpc_service import FeatureServicer, Observer
 from .health import Readiness
+from .memory import Reclaimer
 from .metrics import SidecarMetrics
 from .metrics_calls import CallMetrics, CountedHealthServicer, enable_reflection
 from .metrics_http import Endpoints, MetricsServer
@@ -53,6 +54,7 @@ class Sidecar:
     metrics: SidecarMetrics | None = None
     calls: CallMetrics | None = None
     http: MetricsServer | None = None
+    reclaimer: Reclaimer | None = None
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     on_close: list[Callable[[], None]] = field(default_factory=list)
@@ -83,6 +85,8 @@ class Sidecar:
             self.tasks.append(asyncio.create_task(self.decision_log.run(self.stop_event)))
         if self.calls is not None:
             self.tasks.append(asyncio.create_task(self.calls.run(self.stop_event)))
+        if self.reclaimer is not None:
+            self.tasks.append(asyncio.create_task(self.reclaimer.run(self.stop_event)))
         # What exists now (modules, the persisted policy) lives as long as the process: the
         # cyclic collector need not walk it again on every full collection.
         gc.freeze()
@@ -118,9 +122,10 @@ def build(
     observers: list[Observer] | None = None,
     *,
     registry: CollectorRegistry | None = None,
+    shared_port: bool = False,
 ) -> Sidecar:
     """Every part of a sidecar, not started yet; its metrics go to `registry` (a new one if
-    None)."""
+    None). `shared_port`: a worker of a supervisor, binding TCP ports with its siblings."""
     metrics = SidecarMetrics(
         CollectorRegistry() if registry is None else registry,
         principal_label=settings.metrics_principal_label,
@@ -196,7 +201,12 @@ def build(
         cache = EntityCache(settings.cache_entries, settings.cache_ttl)
         cache.stats.listeners.append(metrics.cache_lookup)
     reader = FeatureReader(active, store, cache=cache, max_rows=settings.max_request_entities)
-    all_observers = [calls.observe, *(observers or [])]
+    reclaimer = Reclaimer()
+    all_observers = [
+        calls.observe,
+        lambda outcome: reclaimer.saw(outcome.record.request_bytes),
+        *(observers or []),
+    ]
     decision_log = None
     if settings.decision_log:
         decision_log = DecisionLog.open(
@@ -207,7 +217,13 @@ def build(
         )
         all_observers.append(decision_log.observe)
         decision_log.on_drop.append(metrics.decision_log_drop)
-    servicer = FeatureServicer(reader, authenticator, all_observers, starters=[calls.started])
+    servicer = FeatureServicer(
+        reader,
+        authenticator,
+        all_observers,
+        starters=[calls.started],
+        max_inflight=settings.max_inflight,
+    )
     assert readiness.servicer is not None
     server, addresses = build_server(
         servicer,
@@ -216,6 +232,8 @@ def build(
         # Enabled below with a servicer that is counted like every other method.
         reflection_on=False,
         credentials=tls_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca),
+        max_request_bytes=settings.max_request_bytes,
+        reuse_port=shared_port,
     )
     if settings.reflection:
         enable_reflection(server, calls)
@@ -231,6 +249,7 @@ def build(
         decision_log,
         metrics,
         calls,
+        reclaimer=reclaimer,
     )
 
 
@@ -239,11 +258,14 @@ AfterStart = Callable[[Sidecar, asyncio.Event], Awaitable[None]]
 
 
 async def run(
-    settings: ServeSettings, after_start: AfterStart | None = None, hold: str = ""
+    settings: ServeSettings,
+    after_start: AfterStart | None = None,
+    hold: str = "",
+    shared_port: bool = False,
 ) -> int:
     """Serves until SIGTERM or SIGINT. With `hold`, health stays NOT_SERVING, for that reason,
     until `after_start`'s code calls `sidecar.readiness.release()`."""
-    sidecar = build(settings)
+    sidecar = build(settings, shared_port=shared_port)
     if hold:
         sidecar.readiness.hold(hold)
     loop = asyncio.get_running_loop()

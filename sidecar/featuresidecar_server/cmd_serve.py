@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from . import config, logs
-from .memory import limit_arenas
+from .memory import tune_allocator
 from .server import ListenError
 from .settings import SERVE_OPTIONS, ServeSettings
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"feature-sidecar serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
-    limit_arenas()
+    tune_allocator()
     try:
         if settings.workers > 1:
             # The supervisor builds no sidecar: each worker does, in its own process.

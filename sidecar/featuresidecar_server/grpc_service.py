@@ -19,7 +19,7 @@ from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
 
 from .access import Identity
 from .authn import Authenticator
-from .errors import InvalidArgument
+from .errors import InvalidArgument, ResourceExhausted
 from .grpc_errors import is_expected, status_of
 from .isolation import contained
 from .service import CallRecord, FeatureReader
@@ -66,11 +66,15 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
         authenticator: Authenticator,
         observers: list[Observer] | None = None,
         starters: list[Starter] | None = None,
+        *,
+        max_inflight: int | None = None,
     ) -> None:
         self.reader = reader
         self.authenticator = authenticator
         self.observers: list[Observer] = observers or []
         self.starters: list[Starter] = starters or []
+        self.max_inflight = max_inflight
+        self.inflight = 0
 
     def _identify(self, context: grpc.aio.ServicerContext[Any, Any], metadata: Any) -> Identity:
         return self.authenticator.identify(
@@ -79,44 +83,52 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
             lambda: context.auth_context() or {},
         )
 
-    async def GetFeatures(
-        self, request: pb.GetFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bytes:
-        """Returns the response already serialized (see `handlers`)."""
+    async def GetFeatures(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Takes the request's bytes and returns the response's: the request is decoded only
+        once the caller is identified, and the response is built as bytes (see `handlers`)."""
 
         async def handle(identity: Identity, record: CallRecord) -> bytes:
-            _check_parsed(request)
+            request = _parse(pb.GetFeaturesRequest, raw)
             remaining = context.time_remaining()
             return await self.reader.get_features(request, identity, record, remaining)
 
-        return await self._call("GetFeatures", context, handle)
+        return await self._call("GetFeatures", context, handle, len(raw))
 
     async def ListFeatures(
-        self, request: pb.ListFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListFeaturesResponse:
         async def handle(identity: Identity, record: CallRecord) -> pb.ListFeaturesResponse:
-            _check_parsed(request)
+            request = _parse(pb.ListFeaturesRequest, raw)
             record.principal = identity.principal
             return self.reader.list_features(request, identity)
 
-        return await self._call("ListFeatures", context, handle)
+        return await self._call("ListFeatures", context, handle, len(raw))
 
     async def _call(
         self,
         method: str,
         context: grpc.aio.ServicerContext[Any, Any],
         handle: Callable[[Identity, CallRecord], Awaitable[Response]],
+        size: int,
     ) -> Response:
         for starter in self.starters:
             contained("counting a call's start", starter, method)
         start = time.perf_counter()
-        record = CallRecord()
+        record = CallRecord(request_bytes=size)
         identity: Identity | None = None
         code = grpc.StatusCode.OK
         metadata = context.invocation_metadata()
         request_id = _request_id(metadata)
         failure: tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None = None
+        admitted = False
         try:
+            if self.max_inflight is not None and self.inflight >= self.max_inflight:
+                raise ResourceExhausted(
+                    f"the sidecar is serving its limit of {self.max_inflight} calls at once "
+                    "(--max-inflight); retry after a short backoff"
+                )
+            self.inflight += 1
+            admitted = True
             identity = self._identify(context, metadata)
             return await handle(identity, record)
         except asyncio.CancelledError:
@@ -132,6 +144,8 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
                     extra={"method": method, "request_id": request_id},
                 )
         finally:
+            if admitted:
+                self.inflight -= 1
             outcome = CallOutcome(
                 method,
                 code,
@@ -152,43 +166,34 @@ class FeatureServicer(pb_grpc.FeatureServiceServicer):
 
 
 def handlers(servicer: FeatureServicer) -> grpc.GenericRpcHandler:
-    """FeatureService's method handlers. GetFeatures responses are built as bytes by `wire`, so
-    they leave without a protobuf object per column; the contract on the wire is unchanged."""
+    """FeatureService's method handlers. Requests arrive as bytes, decoded by the servicer once
+    the caller is identified (an unknown caller costs no decoding); GetFeatures responses are
+    built as bytes by `wire`, so they leave without a protobuf object per column. The contract
+    on the wire is unchanged."""
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
             "GetFeatures": grpc.unary_unary_rpc_method_handler(
-                servicer.GetFeatures,
-                request_deserializer=_parser(pb.GetFeaturesRequest),
-                response_serializer=None,
+                servicer.GetFeatures, request_deserializer=None, response_serializer=None
             ),
             "ListFeatures": grpc.unary_unary_rpc_method_handler(
                 servicer.ListFeatures,
-                request_deserializer=_parser(pb.ListFeaturesRequest),
+                request_deserializer=None,
                 response_serializer=pb.ListFeaturesResponse.SerializeToString,
             ),
         },
     )
 
 
-class _Malformed:
-    """Request bytes that are not the expected message: answered INVALID_ARGUMENT, not gRPC's
-    own INTERNAL "Exception deserializing request"."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+Message = TypeVar("Message", pb.GetFeaturesRequest, pb.ListFeaturesRequest)
 
 
-def _parser(message: Any) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
-        try:
-            return message.FromString(data)
-        except DecodeError:
-            return _Malformed(message.DESCRIPTOR.full_name)
-
-    return parse
-
-
-def _check_parsed(request: Any) -> None:
-    if isinstance(request, _Malformed):
-        raise InvalidArgument(f"the request is not a valid {request.name} message")
+def _parse(message: type[Message], raw: bytes) -> Message:
+    """Request bytes that are not the expected message are INVALID_ARGUMENT, not gRPC's own
+    INTERNAL "Exception deserializing request"."""
+    try:
+        return message.FromString(raw)
+    except DecodeError:
+        raise InvalidArgument(
+            f"the request is not a valid {message.DESCRIPTOR.full_name} message"
+        ) from None

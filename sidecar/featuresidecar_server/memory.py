@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 from typing import Any
 
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _LIBC: Any = None
 
@@ -23,13 +26,19 @@ def _libc() -> Any:
     return _LIBC
 
 
-def limit_arenas(count: int = 2) -> None:
-    """Caps glibc's malloc arenas. By default each thread that allocates may get its own
-    (gRPC's pollers, the decision-log writer, the metrics server), and every arena keeps memory
-    it once used; two are plenty for one event loop. Call before threads start."""
+def tune_allocator(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
+    """Makes glibc's malloc give memory back. Call before threads start.
+
+    Arenas: by default each thread that allocates may get its own (gRPC's pollers, the
+    decision-log writer, the metrics server), and every arena keeps memory it once used; two
+    are plenty for one event loop. Large blocks: glibc raises its mmap threshold each time a
+    mapped block is freed, so after a few large requests every later one is carved from an
+    arena that keeps the memory; a fixed threshold keeps large request buffers in mappings of
+    their own, returned to the system when freed."""
     libc = _libc()
     if libc:
-        libc.mallopt(_M_ARENA_MAX, count)
+        libc.mallopt(_M_ARENA_MAX, arenas)
+        libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
 
 
 def release_memory() -> None:
@@ -39,3 +48,37 @@ def release_memory() -> None:
     libc = _libc()
     if libc:
         libc.malloc_trim(0)
+
+
+class Reclaimer:
+    """Hands memory back to the system after large requests.
+
+    gRPC receives a request into buffers that glibc keeps once they are freed: a few requests
+    of some MiB each (or callers who send them without a token, to be refused) would leave the
+    process that much larger for good. Calls only report their request sizes; a task trims at
+    most once per `every` seconds, and only after a request of `threshold` bytes or more."""
+
+    def __init__(self, threshold: int = 1 << 20, every: float = 1.0) -> None:
+        self.threshold = threshold
+        self.every = every
+        self.pending = False
+        self.trims = 0
+
+    def saw(self, size: int) -> None:
+        if size >= self.threshold:
+            self.pending = True
+
+    def trim(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.trims += 1
+            libc = _libc()
+            if libc:
+                libc.malloc_trim(0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.every)
+            # In a thread: trimming a large heap takes milliseconds the calls should not wait.
+            await asyncio.to_thread(self.trim)

@@ -11,7 +11,9 @@ from grpc_reflection.v1alpha import reflection
 from .config import read_flag_file
 from .grpc_service import SERVICE, FeatureServicer, handlers
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Responses can be larger than requests (many rows x many features); requests have their own,
+# configurable limit.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 class ListenError(RuntimeError):
@@ -40,14 +42,20 @@ def build_server(
     listen: list[str],
     reflection_on: bool = True,
     credentials: grpc.ServerCredentials | None = None,
-    reuse_port: bool = True,
+    max_request_bytes: int = 16 * 1024 * 1024,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, list[str]]:
-    """The server with every listener bound; returns it and the bound addresses."""
+    """The server with every listener bound; returns it and the bound addresses.
+
+    `reuse_port` (SO_REUSEPORT) only for the workers of one supervisor: a lone sidecar holds
+    its port alone, so that a second process cannot bind it and take a share of the
+    connections (and the bearer tokens they carry)."""
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # gRPC refuses a larger message from its length prefix, before holding it whole.
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
         ]
     )
     server.add_generic_rpc_handlers((handlers(servicer),))
@@ -76,10 +84,17 @@ def build_server(
                 port = server.add_secure_port(address, credentials)
             else:
                 port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise ListenError(f"--listen {address}: cannot bind ({exc})") from None
+        except RuntimeError:
+            raise ListenError(_in_use(address)) from None
         if port == 0:
-            raise ListenError(f"--listen {address}: cannot bind")
+            raise ListenError(_in_use(address))
         host = address.rpartition(":")[0]
         bound.append(f"{host}:{port}")
     return server, bound
+
+
+def _in_use(address: str) -> str:
+    return (
+        f"--listen {address}: cannot bind; is another process (another sidecar?) listening "
+        "on that port?"
+    )

@@ -27,6 +27,8 @@ from .snapshot import ActivePolicy, Prepared, Snapshot
 class CallRecord:
     """What one call did, for the decision log and metrics."""
 
+    # Size of the request on the wire: what the call's entity values cost to hold, roughly.
+    request_bytes: int = 0
     principal: str = ""
     roles: tuple[str, ...] = ()
     revision: int = 0

@@ -146,6 +146,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "decision-log-queue-bytes",
+        "int",
+        64 * 1024 * 1024,
+        "bytes of calls waiting to be written to the decision log; more are dropped and counted",
+        metavar="N",
+    ),
+    Option(
         "metrics-listen",
         "str",
         None,
@@ -167,6 +174,21 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "int",
         100_000,
         "entity rows one request may carry, whatever the policy allows",
+        metavar="N",
+    ),
+    Option(
+        "max-request-bytes",
+        "int",
+        16 * 1024 * 1024,
+        "largest request accepted, in bytes; gRPC refuses a larger one as it arrives "
+        "(RESOURCE_EXHAUSTED)",
+        metavar="N",
+    ),
+    Option(
+        "max-inflight",
+        "int",
+        256,
+        "FeatureService calls served at once; more get RESOURCE_EXHAUSTED instead of queueing",
         metavar="N",
     ),
     Option(
@@ -217,11 +239,14 @@ class ServeSettings:
     decision_log: str | None
     decision_log_entities: str
     decision_log_queue: int
+    decision_log_queue_bytes: int
     metrics_listen: str | None
     metrics_principal_label: bool
     workers: int
     mask_key_file: str | None
     max_request_entities: int
+    max_request_bytes: int
+    max_inflight: int
     cache_entries: int
     cache_ttl: float
 
@@ -254,6 +279,14 @@ class ServeSettings:
                 raise ConfigError(str(exc)) from None
         if self.max_request_entities < 1:
             raise ConfigError("--max-request-entities must be at least 1")
+        for value, flag in (
+            (self.max_request_bytes, "--max-request-bytes"),
+            (self.max_inflight, "--max-inflight"),
+            (self.decision_log_queue, "--decision-log-queue"),
+            (self.decision_log_queue_bytes, "--decision-log-queue-bytes"),
+        ):
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1")
         if self.cache_entries < 0:
             raise ConfigError("--cache-entries must not be negative")
         if self.bundle_max_bytes < 1:

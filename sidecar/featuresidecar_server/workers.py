@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import glob
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -218,11 +220,11 @@ def worker_main() -> int:
         print(f"feature-sidecar worker: bad start-up message: {exc}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
     from . import app, logs
-    from .memory import limit_arenas
+    from .memory import tune_allocator
     from .server import ListenError
 
     logs.configure(settings.log_format, settings.log_level)
-    limit_arenas()
+    tune_allocator()
     for handler in logging.getLogger("featuresidecar").handlers:
         handler.addFilter(_WorkerField(index))
     gate = None
@@ -232,7 +234,9 @@ def worker_main() -> int:
     publisher = StatusPublisher(status_path(directory, index), index, parent, gate=gate)
     try:
         hold = PeerGate.HOLD if gate is not None else ""
-        return asyncio.run(app.run(settings, after_start=publisher, hold=hold))
+        return asyncio.run(
+            app.run(settings, after_start=publisher, hold=hold, shared_port=workers > 1)
+        )
     except (ConfigError, ListenError, ValueError) as exc:
         print(f"feature-sidecar serve: worker {index}: {exc}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
@@ -492,10 +496,43 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def check_ports_free(listen: Iterable[str]) -> None:
+    """ConfigError when a TCP address is already listened on. Workers bind with SO_REUSEPORT,
+    which the kernel lets any process of the same user join: probing with a plain bind first
+    means a second sidecar on the same port fails at start instead of sharing it."""
+    from .settings import parse_host_port
+
+    for address in listen:
+        if address.startswith("unix:"):
+            continue
+        host, port = parse_host_port(address, "--listen")
+        try:
+            candidates = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        except socket.gaierror:
+            continue  # the workers' own bind reports an address that does not resolve
+        for family, kind, proto, _, sockaddr in candidates:
+            with socket.socket(family, kind, proto) as probe:
+                # Not SO_REUSEPORT: that is what lets a socket join a group already listening.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind(sockaddr)
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise ConfigError(
+                            f"--listen {address}: the port is in use by another process "
+                            "(another sidecar?)"
+                        ) from None
+
+
 def run_workers(settings: ServeSettings) -> int:
     """`feature-sidecar serve --workers N` (N > 1)."""
     from .metrics_http import Endpoints, MetricsServer
 
+    check_ports_free(settings.listen)
     directory, owned = prepare_directory(os.environ)
     supervisor = Supervisor(settings, directory)
     http = None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,9 +49,24 @@ def load_dump(url: str, path: Path = FEAST_DUMP) -> None:
         client.close()
 
 
+def _mask_key_file() -> str:
+    """A mask secret for the tests' sidecars (policies that mask by hash need one), in a
+    directory of this test process, removed when it exits."""
+    directory = tempfile.mkdtemp(prefix="fs-test-secret-")
+    atexit.register(shutil.rmtree, directory, True)
+    path = Path(directory) / "mask.key"
+    path.write_bytes(os.urandom(24).hex().encode())
+    path.chmod(0o600)
+    return str(path)
+
+
+MASK_KEY_FILE = _mask_key_file()
+
+
 def settings(**overrides: Any) -> ServeSettings:
     values = {option.dest: option.default for option in SERVE_OPTIONS}
     values.update(
+        mask_key_file=MASK_KEY_FILE,
         allow_unsigned=True,
         bundle_poll_interval=0.2,
         redis_health_interval=0.2,
@@ -291,20 +309,27 @@ def bearer(token: str) -> list[tuple[str, str]]:
 FEATURE_SIDECAR = str(Path(sys.executable).parent / "feature-sidecar")
 
 
+def serve_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `feature-sidecar serve` process: none of this process's
+    FEATURE_SIDECAR_* settings, the tests' mask secret, then `env`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
+    environment["FEATURE_SIDECAR_MASK_KEY_FILE"] = MASK_KEY_FILE
+    environment.update(env or {})
+    return environment
+
+
 class ServeProcess:
     """`feature-sidecar serve` as a real process; its log goes to a file, so that a chatty
     sidecar never blocks on a full pipe."""
 
     def __init__(self, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None):
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
-        environment.update(env or {})
         self.log = log
         with open(log, "wb") as handle:
             self.process = subprocess.Popen(
                 [FEATURE_SIDECAR, "serve", *args],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env=environment,
+                env=serve_environment(env),
             )
 
     @property

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from support import (
     EXAMPLE_POLICY,
+    MASK_KEY_FILE,
     TokenIssuer,
     bearer,
     by_name,
@@ -150,9 +151,10 @@ def test_mask_hash_is_keyed_stable_and_joinable(example: dict[str, Any]) -> None
     assert hashes[0] == hashes[2] != hashes[1]
     assert hashes[3] is None
     assert column_values(by_name(second)["user_profile:email"]) == hashes
-    # The key is derived from the bundle digest: equal values, equal hashes, nothing else.
+    # The key comes from the sidecar's secret and the bundle digest: equal values, equal hashes.
     digest = content_digest(EXAMPLE_POLICY.read_text())
-    key = hmac.new(b"", f"mask:{digest}".encode(), hashlib.sha256).digest()
+    secret = Path(MASK_KEY_FILE).read_bytes().strip()
+    key = hmac.new(secret, f"mask:{digest}".encode(), hashlib.sha256).digest()
     expected = hmac.new(key, encode_value("a@example.com", KINDS["string"]), hashlib.sha256)
     assert hashes[0] == expected.hexdigest()[:32]
     assert column_values(by_name(first)["user_profile:country"]) == ["DE", "DE", "DE", None]

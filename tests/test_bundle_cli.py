@@ -772,7 +772,9 @@ def test_a_sidecar_rejects_deeply_nested_bundles_and_keeps_going(keys: Keys) -> 
     # end as a recorded rejection (the sync loop only survives BundleError).
     private = bundle_format.load_private_key(keys.private.read_bytes())
     trusted = bundle_format.trusted_keys([private.public_key()])
-    activator = Activator(ActivePolicy(), source="test", trusted=trusted)
+    activator = Activator(
+        ActivePolicy(), source="test", trusted=trusted, mask_secret=b"a secret, 24 bytes long"
+    )
     hostile = b'{"format": "feature-sidecar-bundle/1", "x": ' + b"[" * DEEP + b"]" * DEEP + b"}"
     with pytest.raises(BundleError) as error:
         activator.offer(hostile, "test")

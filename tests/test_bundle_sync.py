@@ -16,15 +16,18 @@ from typing import Any
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from support import EXAMPLE_POLICY, column_values, put_entity, request, stub
+from support import EXAMPLE_POLICY, column_values, put_entity, request, settings, stub
 
+from featuresidecar_server import app
 from featuresidecar_server.activation import Activator
 from featuresidecar_server.bundle_fetch import BundleSync, HttpFetcher, PathFetcher
-from featuresidecar_server.bundle_format import build, public_key_pem, trusted_keys
+from featuresidecar_server.bundle_format import BundleError, build, public_key_pem, trusted_keys
+from featuresidecar_server.config import ConfigError
 from featuresidecar_server.snapshot import ActivePolicy
 
 POLICY = EXAMPLE_POLICY.read_text()
 RANKER = "spiffe://cluster.local/ns/ml/sa/ranker"
+MASK_SECRET = b"the sidecar's own secret, 32 B."
 
 
 class BundleServer:
@@ -115,6 +118,7 @@ def _activator(
         trusted=trusted,
         allow_unsigned=allow_unsigned,
         state_dir=str(state_dir) if state_dir else None,
+        mask_secret=MASK_SECRET,  # the policy masks by hash
     )
 
 
@@ -565,4 +569,43 @@ def test_reading_a_bundle_unverified_checks_its_digest_and_lists_the_claimed_key
     assert (raised.value.reason, raised.value.message) == (
         "parse",
         "the bundle's digest does not match its content",
+    )
+
+
+def test_a_policy_that_masks_by_hash_is_refused_without_a_mask_secret(keys: Any) -> None:
+    activator = Activator(
+        ActivePolicy(), source="test", trusted=trusted_keys([keys["a"].public_key()])
+    )
+    with pytest.raises(BundleError) as error:
+        activator.offer(build(POLICY, 1, keys["a"]), "test")
+    assert error.value.reason == "mask_secret"
+    assert error.value.message == (
+        "rule 1 masks features by hash, and this sidecar has no mask secret: give it one with "
+        "--mask-key-file (or FEATURE_SIDECAR_MASK_KEY_FILE); the bundle must not carry it"
+    )
+    assert activator.active.current is None
+    assert activator.status.failures == {"mask_secret": 1}
+    # Redaction needs no secret.
+    redacting = POLICY.replace("mask: hash ", "mask: redact")
+    assert activator.offer(build(redacting, 2, keys["a"]), "test") is True
+
+
+def test_a_sidecar_without_a_mask_secret_never_serves_a_hash_mask(
+    sidecar_factory: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    sidecar = sidecar_factory(
+        redis=redis_server.url, bundle=str(EXAMPLE_POLICY), mask_key_file=None, ready=False
+    )
+    sidecar.wait_for(lambda: sidecar.sidecar.activator.status.failures.get("mask_secret", 0) >= 1)
+    assert not sidecar.sidecar.readiness.serving
+    assert sidecar.sidecar.activator.status.as_dict()["last_error"]["reason"] == "mask_secret"
+    short = tmp_path / "short.key"
+    short.write_bytes(b"guessable\n")
+    with pytest.raises(ConfigError) as error:
+        app.build(
+            settings(redis=redis_server.url, bundle=str(EXAMPLE_POLICY), mask_key_file=str(short))
+        )
+    assert str(error.value) == (
+        f"--mask-key-file {short}: holds 9 bytes; a mask secret needs at least 16 (e.g. "
+        "`head -c 32 /dev/urandom | base64`)"
     )

@@ -15,7 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
-from support import EXAMPLE_POLICY, column_values, put_entity, request, stub
+from support import (
+    EXAMPLE_POLICY,
+    column_values,
+    put_entity,
+    request,
+    serve_environment,
+    stub,
+)
 
 from featuresidecar_server import config
 from featuresidecar_server.devredis import LocalRedis
@@ -27,14 +34,12 @@ EXE = str(Path(sys.executable).parent / "feature-sidecar")
 
 
 def _serve(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
-    environment.update(env or {})
     return subprocess.Popen(
         [EXE, "serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=environment,
+        env=serve_environment(env),
     )
 
 

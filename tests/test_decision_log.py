@@ -23,6 +23,8 @@ from featuresidecar_server.service import CallRecord
 
 F_SETPIPE_SZ = 1031
 
+SECRET = b"a secret of the sidecar, 32 bytes"
+
 
 def _outcome() -> CallOutcome:
     record = CallRecord(
@@ -54,12 +56,8 @@ def _outcome() -> CallOutcome:
             "hashed",
             {
                 "user_id": [
-                    hmac.new(
-                        b"feature-sidecar/decision-log", b"user_id=7", hashlib.sha256
-                    ).hexdigest()[:16],
-                    hmac.new(
-                        b"feature-sidecar/decision-log", b"user_id=8", hashlib.sha256
-                    ).hexdigest()[:16],
+                    hmac.new(SECRET, b"user_id=7", hashlib.sha256).hexdigest()[:16],
+                    hmac.new(SECRET, b"user_id=8", hashlib.sha256).hexdigest()[:16],
                 ]
             },
         ),
@@ -68,7 +66,7 @@ def _outcome() -> CallOutcome:
 )
 def test_one_line_per_call_with_every_field(mode: str, entities: Any) -> None:
     stream = io.StringIO()
-    log = DecisionLog(stream, entities=mode, clock=lambda: 1_800_000_000.25)
+    log = DecisionLog(stream, entities=mode, clock=lambda: 1_800_000_000.25, entity_key=SECRET)
     log.observe(_outcome())
     log.close()
     line = json.loads(stream.getvalue())
@@ -178,7 +176,7 @@ def test_entity_ids_are_hashed_with_the_sidecar_secret_when_it_has_one(
     redis_server: Any, sidecar_factory: Any, tmp_path: Path
 ) -> None:
     secret = tmp_path / "mask.key"
-    secret.write_bytes(b"team-secret\n")
+    secret.write_bytes(b"team-secret-of-24-bytes!\n")
     path = tmp_path / "decisions.jsonl"
     sidecar = sidecar_factory(
         redis=redis_server.url,
@@ -191,5 +189,5 @@ def test_entity_ids_are_hashed_with_the_sidecar_secret_when_it_has_one(
     client.GetFeatures(request(["user_profile:age"], {"user_id": [42]}), timeout=5)
     sidecar.wait_for(lambda: path.exists() and path.read_text().count("\n") == 1)
     line = json.loads(path.read_text())
-    expected = hmac.new(b"team-secret", b"user_id=42", hashlib.sha256).hexdigest()[:16]
+    expected = hmac.new(b"team-secret-of-24-bytes!", b"user_id=42", hashlib.sha256).hexdigest()[:16]
     assert line["entities"] == {"user_id": [expected]}

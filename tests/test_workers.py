@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
-from support import TokenIssuer, bearer, request
+from support import TokenIssuer, bearer, request, serve_environment
 from test_metrics_support import (
     PRINCIPAL,
     Samples,
@@ -50,9 +50,9 @@ class Supervisor:
     """`feature-sidecar serve --workers N` in a subprocess, its output in a file."""
 
     def __init__(self, directory: Path, args: list[str], env: dict[str, str] | None = None) -> None:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("FEATURE_SIDECAR_")}
-        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        environment.update(env or {})
+        environment = serve_environment(env)
+        if "PROMETHEUS_MULTIPROC_DIR" not in (env or {}):
+            environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.output = directory / "supervisor.log"
         with self.output.open("wb") as log:
             self.process = subprocess.Popen(

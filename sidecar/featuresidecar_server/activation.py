@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .bundle_format import Bundle, BundleError, verify
 from .memory import release_memory
-from .policy import Policy
+from .policy import Policy, Rule
 from .policy_yaml import PolicyError, parse_policy, parse_policy_data
 from .snapshot import ActivePolicy, Snapshot
 
@@ -166,6 +166,16 @@ class Activator:
             policy = _parse(bundle, f"bundle r{bundle.revision}")
         except PolicyError as exc:
             raise BundleError("parse", str(exc)) from None
+        hashing = _hash_mask(policy)
+        if hashing is not None and not self.mask_secret:
+            # Without a secret the key would follow from the bundle alone, which is distributed
+            # widely: anyone holding it could hash candidate values and unmask them.
+            raise BundleError(
+                "mask_secret",
+                f"rule {hashing.index + 1} masks features by hash, and this sidecar has no mask "
+                "secret: give it one with --mask-key-file (or FEATURE_SIDECAR_MASK_KEY_FILE); "
+                "the bundle must not carry it",
+            )
         snapshot = Snapshot(
             policy,
             revision=bundle.revision,
@@ -245,6 +255,11 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _hash_mask(policy: Policy) -> Rule | None:
+    """The first rule that masks by hash, if any."""
+    return next((rule for rule in policy.rules if rule.mask == "hash"), None)
 
 
 def _parse(bundle: Bundle, where: str) -> Policy:

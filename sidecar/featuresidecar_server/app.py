@@ -37,6 +37,9 @@ log = logging.getLogger("featuresidecar.server")
 
 __all__ = ["Sidecar", "run"]
 
+# A shorter secret could be guessed by trying candidates, which is what it exists to prevent.
+MIN_MASK_SECRET = 16
+
 
 @dataclass
 class Sidecar:
@@ -154,6 +157,12 @@ def build(
     mask_secret = b""
     if settings.mask_key_file:
         mask_secret = read_flag_file("--mask-key-file", settings.mask_key_file).strip()
+        if len(mask_secret) < MIN_MASK_SECRET:
+            raise ConfigError(
+                f"--mask-key-file {settings.mask_key_file}: holds {len(mask_secret)} bytes; a "
+                f"mask secret needs at least {MIN_MASK_SECRET} (e.g. `head -c 32 /dev/urandom "
+                "| base64`)"
+            )
     activator = Activator(
         active,
         source=settings.bundle,

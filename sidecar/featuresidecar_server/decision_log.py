@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -42,7 +43,9 @@ class DecisionLog:
     ) -> None:
         self.stream = stream
         self.entities = entities
-        self.entity_key = entity_key or b"feature-sidecar/decision-log"
+        # Without a secret, a key of this process alone: a fixed one would let anyone hash
+        # candidate ids and find them in the log (the hashes then join only within this run).
+        self.entity_key = entity_key or os.urandom(32)
         self._hmac = hmac.new(self.entity_key, digestmod=hashlib.sha256)
         # id of a plan's feature list -> (the lists, their JSON); principal or roles -> JSON.
         self._features_json: dict[int, tuple[Any, Any, Any, str]] = {}

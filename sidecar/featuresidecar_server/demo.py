@@ -84,6 +84,10 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 @contextlib.contextmanager
 def _sidecar(workdir: Path, redis_url: str, policy: Path) -> Iterator[str]:
     socket_path = workdir / "sidecar.sock"
+    # The demo policy masks the e-mail by hash, which needs a secret of this sidecar's own.
+    secret = workdir / "mask.key"
+    secret.write_bytes(os.urandom(24).hex().encode())
+    secret.chmod(0o600)
     log = (workdir / "sidecar.log").open("w")
     process = subprocess.Popen(
         [
@@ -100,6 +104,8 @@ def _sidecar(workdir: Path, redis_url: str, policy: Path) -> Iterator[str]:
             "--allow-unsigned",
             "--workload-principal",
             PRINCIPAL,
+            "--mask-key-file",
+            str(secret),
             "--grace-period",
             "2s",
         ],

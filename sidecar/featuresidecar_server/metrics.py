@@ -94,7 +94,16 @@ GRPC_CODE_NAMES: dict[grpc.StatusCode, str] = {
 STATUSES = ("", "PRESENT", "NULL_VALUE", "NOT_FOUND", "STALE", "MASKED", "DENIED")
 DECISIONS = ("allow", "deny", "mask", "partial")
 REDIS_ERROR_KINDS = ("timeout", "connection", "response", "other")
-BUNDLE_FAILURE_REASONS = ("signature", "parse", "rollback", "size", "http", "timeout", "io")
+BUNDLE_FAILURE_REASONS = (
+    "signature",
+    "parse",
+    "rollback",
+    "size",
+    "http",
+    "timeout",
+    "io",
+    "mask_secret",
+)
 # The role label of a caller who holds no role in the policy.
 NO_ROLE = "(none)"
 # With --metrics-principal-label, principals beyond this many share one label value.

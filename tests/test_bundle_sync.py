@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import json
+import logging
 import os
 import signal
 import stat
@@ -27,6 +30,7 @@ from featuresidecar_server.bundle_fetch import (
     PathFetcher,
 )
 from featuresidecar_server.bundle_format import build, public_key_pem, trusted_keys
+from featuresidecar_server.logs import JsonFormatter, PlainFormatter
 from featuresidecar_server.snapshot import ActivePolicy
 
 POLICY = EXAMPLE_POLICY.read_text()
@@ -454,6 +458,62 @@ def test_sigterm_during_a_stalled_download_exits_within_the_grace_period(
     assert elapsed < 2.0, err
     assert "feature sidecar stopped" in err
     assert "bundle rejected or not fetched" not in err
+
+
+SIGNED_QUERY = "?X-Amz-Credential=AKIA%2F20261129&X-Amz-Signature=5e1f0c9d7a#part"
+
+
+@pytest.mark.parametrize("formatter", [PlainFormatter(), JsonFormatter()], ids=["plain", "json"])
+def test_a_signed_url_is_logged_without_its_query_string(formatter: logging.Formatter) -> None:
+    url = "https://user:pw@bundles.example/ml/bundle.json"
+    record = logging.LogRecord(
+        "featuresidecar.bundle",
+        logging.WARNING,
+        __file__,
+        1,
+        "cannot fetch %s.",
+        (url + SIGNED_QUERY,),
+        None,
+    )
+    record.source = url + SIGNED_QUERY
+    line = formatter.format(record)
+    shown = "https://user:***@bundles.example/ml/bundle.json"
+    if isinstance(formatter, JsonFormatter):
+        entry = json.loads(line)
+        assert (entry["msg"], entry["source"]) == (f"cannot fetch {shown}.", shown)
+    else:
+        assert line.split(" ", 1)[1] == (
+            f"WARNING featuresidecar.bundle: cannot fetch {shown}. source={shown}"
+        )
+
+
+def test_a_failed_poll_of_a_signed_url_logs_no_signature(
+    http_server: BundleServer, keys: Any
+) -> None:
+    http_server.status = 500
+    url = http_server.url + SIGNED_QUERY
+    activator = Activator(
+        ActivePolicy(), source=url, trusted=trusted_keys([keys["a"].public_key()])
+    )
+    streams = {"plain": io.StringIO(), "json": io.StringIO()}
+    handlers = [logging.StreamHandler(streams["plain"]), logging.StreamHandler(streams["json"])]
+    handlers[0].setFormatter(PlainFormatter())
+    handlers[1].setFormatter(JsonFormatter())
+    logger = logging.getLogger("featuresidecar.bundle")
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        BundleSync(HttpFetcher(url, timeout=2), activator, interval=1).poll_once()
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+    assert activator.status.last_error is not None
+    assert activator.status.last_error["reason"] == "http"
+    plain, text = streams["plain"].getvalue(), streams["json"].getvalue()
+    assert f"source={http_server.url}\n" in plain
+    assert json.loads(text)["source"] == http_server.url
+    for output in (plain, text):
+        assert "X-Amz" not in output and "5e1f0c9d7a" not in output and "#part" not in output
 
 
 def test_backoff_grows_on_failures_and_jitter_stays_within_ten_percent(keys: Any) -> None:

@@ -234,10 +234,12 @@ class HttpFetcher:
                 raise BundleError(
                     "http", f"the bundle server answered HTTP {response.status} {response.reason}"
                 )
-            length = response.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > self.max_bytes:
+            # http.client's reading of Content-Length: None when absent, chunked or not a
+            # number (str.isdigit() accepts "²", which int() refuses).
+            declared = response.length
+            if declared is not None and declared > self.max_bytes:
                 raise BundleError(
-                    "size", f"the bundle is {length} bytes, over the limit of {self.max_bytes}"
+                    "size", f"the bundle is {declared} bytes, over the limit of {self.max_bytes}"
                 )
             chunks: list[bytes] = []
             received = 0
@@ -253,7 +255,7 @@ class HttpFetcher:
                         "size", f"the bundle is over the limit of {self.max_bytes} bytes"
                     )
                 chunks.append(chunk)
-            if length and length.isdigit() and received != int(length):
+            if declared is not None and received != declared:
                 raise BundleError("http", "the bundle download was cut short")
             return Fetched(b"".join(chunks), response.getheader("ETag"))
         finally:

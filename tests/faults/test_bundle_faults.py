@@ -516,3 +516,19 @@ def test_a_sidecar_counts_each_failure_by_reason_and_serves_only_good_bundles(
     assert counted == {reason: float(expected.get(reason, 0)) for reason in counted}
     assert activator.status.failures == expected
     sidecar.wait_ready()
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00b2", "12abc", "-5"], ids=["superscript", "junk", "negative"]
+)
+def test_a_malformed_content_length_is_read_to_the_end_not_a_crash(
+    serve: Any, keys: Any, bundles: Any, value: str
+) -> None:
+    # str.isdigit() accepts "²" and int() refuses it: the ValueError used to escape the poll.
+    body = bundles[3]
+    server = serve(_good_then(lambda peer: peer.send(head(Content_Length=value) + body), bundles))
+    activator = _activator(keys)
+    sync = _sync(server.url, activator)
+    sync.poll_once()
+    sync.poll_once()
+    assert (_revision(activator), activator.status.failures) == (3, {})

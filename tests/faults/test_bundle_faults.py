@@ -199,6 +199,26 @@ def serve() -> Iterator[Callable[[list[Answer]], FaultServer]]:
         server.close()
 
 
+@contextlib.contextmanager
+def _full_accept_queue() -> Iterator[int]:
+    """A port whose listener's accept queue is full: Linux drops further SYNs, so a connect
+    to it stalls."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                with contextlib.suppress(OSError):
+                    filler.connect(("127.0.0.1", port))
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 def _activator(keys: dict[str, Ed25519PrivateKey]) -> Activator:
     return Activator(
         ActivePolicy(), source="faults", trusted=trusted_keys([keys["a"].public_key()])
@@ -308,24 +328,21 @@ def test_a_listener_that_never_accepts_fails_at_the_timeout(keys: Any) -> None:
     assert activator.active.current is None
 
 
+def test_a_tls_handshake_that_never_completes_fails_at_the_timeout(keys: Any) -> None:
+    # The TCP connection is accepted by the kernel; no ServerHello ever comes.
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as listener:
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/ml/bundle.json"
+        activator = _activator(keys)
+        took = _timed_poll(_sync(url, activator))
+    assert TIMEOUT <= took < TIMEOUT + MARGIN
+    assert _error(activator) == ("timeout", NO_ANSWER)
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux drops SYNs on a full accept queue")
 def test_a_connect_that_never_completes_fails_at_the_timeout(keys: Any) -> None:
-    # A full accept queue makes Linux drop the SYN: the connect itself stalls.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        fillers = [socket.socket() for _ in range(3)]
-        try:
-            for filler in fillers:
-                filler.setblocking(False)
-                with contextlib.suppress(OSError):
-                    filler.connect(("127.0.0.1", port))
-            activator = _activator(keys)
-            took = _timed_poll(_sync(f"http://127.0.0.1:{port}/ml/bundle.json", activator))
-        finally:
-            for filler in fillers:
-                filler.close()
+    activator = _activator(keys)
+    with _full_accept_queue() as port:
+        took = _timed_poll(_sync(f"http://127.0.0.1:{port}/ml/bundle.json", activator))
     assert TIMEOUT <= took < TIMEOUT + MARGIN
     assert _error(activator) == ("timeout", NO_ANSWER)
 
@@ -532,3 +549,20 @@ def test_a_malformed_content_length_is_read_to_the_end_not_a_crash(
     sync.poll_once()
     sync.poll_once()
     assert (_revision(activator), activator.status.failures) == (3, {})
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux drops SYNs on a full accept queue")
+def test_abort_ends_a_stalled_connect_at_once(keys: Any) -> None:
+    activator = _activator(keys)
+    with _full_accept_queue() as port:
+        fetcher = HttpFetcher(f"http://127.0.0.1:{port}/ml/bundle.json", timeout=30.0)
+        sync = BundleSync(fetcher, activator, interval=1.0)
+        poller = threading.Thread(target=sync.poll_once)
+        poller.start()
+        time.sleep(0.2)  # nothing marks a SYN that the kernel dropped
+        aborted_at = time.monotonic()
+        fetcher.abort()
+        poller.join(timeout=5)
+        took = time.monotonic() - aborted_at
+    assert not poller.is_alive() and took < 0.2
+    assert (activator.status.last_error, activator.status.failures) == (None, {})

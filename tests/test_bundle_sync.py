@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
+import json
+import logging
 import os
 import signal
 import stat
@@ -20,9 +24,15 @@ from support import EXAMPLE_POLICY, column_values, put_entity, request, settings
 
 from featuresidecar_server import app
 from featuresidecar_server.activation import Activator
-from featuresidecar_server.bundle_fetch import BundleSync, HttpFetcher, PathFetcher
+from featuresidecar_server.bundle_fetch import (
+    BundleSync,
+    DownloadAborted,
+    HttpFetcher,
+    PathFetcher,
+)
 from featuresidecar_server.bundle_format import BundleError, build, public_key_pem, trusted_keys
 from featuresidecar_server.config import ConfigError
+from featuresidecar_server.logs import JsonFormatter, PlainFormatter
 from featuresidecar_server.snapshot import ActivePolicy
 
 POLICY = EXAMPLE_POLICY.read_text()
@@ -39,6 +49,10 @@ class BundleServer:
         self.status = 200
         self.delay = 0.0  # before the headers
         self.chunk_delay = 0.0  # between 1 KiB chunks of the body
+        self.header_interval = 0.0  # before each byte of the status line and headers
+        self.stall = False  # take the request, then answer nothing until close()
+        self.stalled = threading.Event()  # a request is being stalled
+        self.released = threading.Event()  # close() ends every stall and trickle
         self.declared_length: int | None = None
         self.requests: list[dict[str, str | None]] = []
         server = self
@@ -46,8 +60,15 @@ class BundleServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append({"if_none_match": self.headers.get("If-None-Match")})
+                if server.stall:
+                    server.stalled.set()
+                    server.released.wait()
+                    return
                 if server.delay:
                     time.sleep(server.delay)
+                if server.header_interval:
+                    self.trickle_head()
+                    return
                 if server.status != 200:
                     self.send_response(server.status)
                     self.send_header("Content-Length", "0")
@@ -72,6 +93,18 @@ class BundleServer:
                     except OSError:
                         return
 
+            def trickle_head(self) -> None:
+                etag = f"ETag: {server.etag}\r\n" if server.etag else ""
+                head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(server.body)}\r\n{etag}\r\n"
+                for byte in head.encode():
+                    if server.released.wait(server.header_interval):
+                        return
+                    try:
+                        self.wfile.write(bytes([byte]))
+                    except OSError:
+                        return
+                self.wfile.write(server.body)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -88,6 +121,7 @@ class BundleServer:
         self.body, self.etag = body, etag
 
     def close(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -303,6 +337,187 @@ def test_a_cut_download_is_rejected(http_server: BundleServer, keys: Any) -> Non
     assert activator.status.last_error is not None
     assert activator.status.last_error["reason"] in ("http", "timeout")
     assert activator.active.current is None
+
+
+def test_trickled_headers_fail_the_attempt_at_the_timeout_and_a_later_poll_succeeds(
+    http_server: BundleServer, keys: Any
+) -> None:
+    # One byte every 0.5 s keeps each read within its own timeout: only a limit on the whole
+    # exchange ends it.
+    http_server.serve(build(POLICY, 2, keys["a"]), etag='"r2"')
+    http_server.header_interval = 0.5
+    activator = _activator(keys)
+    sync = _sync(http_server, activator, timeout=1.0)
+    started = time.monotonic()
+    sync.poll_once()
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 1.4
+    assert activator.active.current is None
+    assert activator.status.last_error is not None
+    assert (activator.status.last_error["reason"], activator.status.last_error["message"]) == (
+        "timeout",
+        "the bundle server did not answer within 1 s",
+    )
+    assert (activator.status.failures, activator.status.consecutive_failures) == (
+        {"timeout": 1},
+        1,
+    )
+    http_server.header_interval = 0.0
+    sync.poll_once()
+    assert _revision(activator) == 2
+    assert activator.status.consecutive_failures == 0
+
+
+def test_a_stalled_server_fails_the_attempt_at_the_timeout(
+    http_server: BundleServer, keys: Any
+) -> None:
+    http_server.serve(build(POLICY, 2, keys["a"]))
+    http_server.stall = True
+    activator = _activator(keys)
+    sync = _sync(http_server, activator, timeout=0.5)
+    started = time.monotonic()
+    sync.poll_once()
+    assert 0.5 <= time.monotonic() - started < 0.9
+    assert activator.status.last_error is not None
+    assert (activator.status.last_error["reason"], activator.status.last_error["message"]) == (
+        "timeout",
+        "the bundle server did not answer within 0.5 s",
+    )
+    http_server.stall = False
+    sync.poll_once()
+    assert _revision(activator) == 2
+
+
+def test_abort_ends_a_stalled_download_at_once_and_records_no_failure(
+    http_server: BundleServer, keys: Any
+) -> None:
+    http_server.serve(build(POLICY, 2, keys["a"]))
+    http_server.stall = True
+    activator = _activator(keys)
+    sync = _sync(http_server, activator, timeout=30.0)
+    poller = threading.Thread(target=sync.poll_once)
+    poller.start()
+    assert http_server.stalled.wait(timeout=5)
+    aborted_at = time.monotonic()
+    sync.fetcher.abort()
+    poller.join(timeout=5)
+    assert not poller.is_alive()
+    assert time.monotonic() - aborted_at < 0.2
+    # Stopping says nothing about the source.
+    assert activator.status.last_error is None
+    assert (activator.status.failures, sync.failures) == ({}, 0)
+    with pytest.raises(DownloadAborted):
+        sync.fetcher.fetch(None)
+
+
+def test_a_stop_during_a_stalled_download_ends_the_sync_promptly(
+    http_server: BundleServer, keys: Any
+) -> None:
+    http_server.serve(build(POLICY, 2, keys["a"]))
+    http_server.stall = True
+    activator = _activator(keys)
+    sync = _sync(http_server, activator, timeout=30.0)
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        task = asyncio.create_task(sync.run(stop))
+        while not http_server.stalled.is_set():
+            await asyncio.sleep(0.01)
+        stopped_at = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+        return time.monotonic() - stopped_at
+
+    assert asyncio.run(scenario()) < 0.3
+    assert (activator.status.last_error, activator.status.failures) == (None, {})
+
+
+def test_sigterm_during_a_stalled_download_exits_within_the_grace_period(
+    http_server: BundleServer, keys: Any, tmp_path: Path, redis_server: Any
+) -> None:
+    from test_cli_serve import _serve, _wait_serving
+
+    public = tmp_path / "a.pub"
+    public.write_bytes(public_key_pem(keys["a"].public_key()))
+    http_server.serve(build(POLICY, 1, keys["a"]), etag='"1"')
+    sock = tmp_path / "s.sock"
+    process = _serve(
+        ["--listen", f"unix:{sock}", "--redis", redis_server.url, "--bundle", http_server.url,
+         "--bundle-public-key", str(public), "--workload-principal", RANKER,
+         "--bundle-poll-interval", "200ms", "--bundle-timeout", "30s", "--grace-period", "1s"]
+    )  # fmt: skip
+    try:
+        _wait_serving(f"unix:{sock}", process)
+        http_server.stall = True
+        assert http_server.stalled.wait(timeout=5), "the sidecar did not poll again"
+        signalled_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+        elapsed = time.monotonic() - signalled_at
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert elapsed < 2.0, err
+    assert "feature sidecar stopped" in err
+    assert "bundle rejected or not fetched" not in err
+
+
+SIGNED_QUERY = "?X-Amz-Credential=AKIA%2F20261129&X-Amz-Signature=5e1f0c9d7a#part"
+
+
+@pytest.mark.parametrize("formatter", [PlainFormatter(), JsonFormatter()], ids=["plain", "json"])
+def test_a_signed_url_is_logged_without_its_query_string(formatter: logging.Formatter) -> None:
+    url = "https://user:pw@bundles.example/ml/bundle.json"
+    record = logging.LogRecord(
+        "featuresidecar.bundle",
+        logging.WARNING,
+        __file__,
+        1,
+        "cannot fetch %s.",
+        (url + SIGNED_QUERY,),
+        None,
+    )
+    record.source = url + SIGNED_QUERY
+    line = formatter.format(record)
+    shown = "https://user:***@bundles.example/ml/bundle.json"
+    if isinstance(formatter, JsonFormatter):
+        entry = json.loads(line)
+        assert (entry["msg"], entry["source"]) == (f"cannot fetch {shown}.", shown)
+    else:
+        assert line.split(" ", 1)[1] == (
+            f"WARNING featuresidecar.bundle: cannot fetch {shown}. source={shown}"
+        )
+
+
+def test_a_failed_poll_of_a_signed_url_logs_no_signature(
+    http_server: BundleServer, keys: Any
+) -> None:
+    http_server.status = 500
+    url = http_server.url + SIGNED_QUERY
+    activator = Activator(
+        ActivePolicy(), source=url, trusted=trusted_keys([keys["a"].public_key()])
+    )
+    streams = {"plain": io.StringIO(), "json": io.StringIO()}
+    handlers = [logging.StreamHandler(streams["plain"]), logging.StreamHandler(streams["json"])]
+    handlers[0].setFormatter(PlainFormatter())
+    handlers[1].setFormatter(JsonFormatter())
+    logger = logging.getLogger("featuresidecar.bundle")
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        BundleSync(HttpFetcher(url, timeout=2), activator, interval=1).poll_once()
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+    assert activator.status.last_error is not None
+    assert activator.status.last_error["reason"] == "http"
+    plain, text = streams["plain"].getvalue(), streams["json"].getvalue()
+    assert f"source={http_server.url}\n" in plain
+    assert json.loads(text)["source"] == http_server.url
+    for output in (plain, text):
+        assert "X-Amz" not in output and "5e1f0c9d7a" not in output and "#part" not in output
 
 
 def test_backoff_grows_on_failures_and_jitter_stays_within_ten_percent(keys: Any) -> None:

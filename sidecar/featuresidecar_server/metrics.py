@@ -16,7 +16,6 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import numpy as np
@@ -26,7 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .store import redact_url
+from .logs import public_url
 
 # Latency of a sub-millisecond service: 100 us to 5 s.
 LATENCY_BUCKETS = (
@@ -123,8 +122,7 @@ def source_label(source: str) -> str:
     """A bundle source as a label value: no password, no query string (it may hold a token)."""
     if "://" not in source:
         return source
-    parts = urlsplit(redact_url(source))
-    return urlunsplit(parts._replace(query="", fragment=""))
+    return public_url(source)
 
 
 def worker_restarts_family(restarts: int) -> CounterMetricFamily:

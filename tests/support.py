@@ -322,13 +322,21 @@ class ServeProcess:
     """`feature-sidecar serve` as a real process; its log goes to a file, so that a chatty
     sidecar never blocks on a full pipe."""
 
-    def __init__(self, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        args: Sequence[str],
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        stdout: int | None = None,
+    ):
+        """`stdout`: e.g. subprocess.PIPE, for a stdout nobody reads; else it joins the log."""
         self.log = log
         with open(log, "wb") as handle:
             self.process = subprocess.Popen(
                 [FEATURE_SIDECAR, "serve", *args],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
+                stdout=handle if stdout is None else stdout,
+                stderr=handle,
                 env=serve_environment(env),
             )
 

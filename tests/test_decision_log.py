@@ -24,6 +24,8 @@ from featuresidecar_server.service import CallRecord
 F_SETPIPE_SZ = 1031
 
 SECRET = b"a secret of the sidecar, 32 bytes"
+MIB = 1024 * 1024
+F_SETPIPE_SZ = 1031
 
 
 def _outcome() -> CallOutcome:
@@ -191,3 +193,37 @@ def test_entity_ids_are_hashed_with_the_sidecar_secret_when_it_has_one(
     line = json.loads(path.read_text())
     expected = hmac.new(b"team-secret-of-24-bytes!", b"user_id=42", hashlib.sha256).hexdigest()[:16]
     assert line["entities"] == {"user_id": [expected]}
+
+
+def test_the_queue_is_bounded_in_bytes_and_drops_are_counted(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    drops: list[int] = []
+    log = DecisionLog(
+        os.fdopen(write, "w"),
+        entities="none",
+        queue_size=10_000,
+        queue_bytes=8 * MIB,
+        interval=3600.0,  # the writer stays asleep until close(): the queue only fills
+    )
+    log.on_drop.append(lambda: drops.append(1))
+    record = CallRecord(principal="p", request_bytes=MIB, entity_values={"user_id": [1, 2]})
+    outcome = CallOutcome("GetFeatures", grpc.StatusCode.OK, 0.001, "r", record, None)
+    for _ in range(100):
+        log.observe(outcome)
+    # Each call costs its request, 64 bytes per entity id and 512 for the line.
+    cost = MIB + 2 * 64 + 512
+    assert log.waiting == 8 * MIB // cost == 7
+    assert log.waiting_bytes == 7 * cost
+    assert log.dropped == len(drops) == 93
+    log.close(timeout=5)
+    assert os.read(read, 65536).count(b"\n") == log.written == 7
+    os.close(read)
+
+
+def test_long_entity_ids_are_not_kept_in_the_hash_cache() -> None:
+    log = DecisionLog(io.StringIO(), entities="hashed", entity_key=SECRET)
+    short, long = "u" * 256, "u" * 257
+    assert log._entity("user_id", short) == log._entity("user_id", short)
+    assert log._entity("user_id", long) == log._entity("user_id", long)
+    assert set(log._hashed) == {("user_id", short)}
+    log.close()

@@ -222,6 +222,7 @@ def build(
             settings.decision_log,
             entities=settings.decision_log_entities,
             queue_size=settings.decision_log_queue,
+            queue_bytes=settings.decision_log_queue_bytes,
             entity_key=mask_secret,
         )
         all_observers.append(decision_log.observe)

@@ -24,6 +24,12 @@ from .grpc_service import CallOutcome
 
 log = logging.getLogger("featuresidecar.decision_log")
 
+# A Python int or short str and its list slot, beyond its bytes on the wire; and one line.
+_PER_ID = 64
+_PER_LINE = 512
+# Entity ids longer than this are hashed each time: remembering them would let callers fill
+# the memory of the hash cache with long ids.
+_REMEMBERED_ID = 256
 # The writer formats for at most _SLICE seconds at a time, then pauses _PAUSE seconds.
 _SLICE = 0.0002
 _PAUSE = 0.0005
@@ -36,6 +42,7 @@ class DecisionLog:
         *,
         entities: str = "hashed",
         queue_size: int = 10000,
+        queue_bytes: int = 64 * 1024 * 1024,
         entity_key: bytes = b"",
         close_stream: bool = False,
         clock: Callable[[], float] = time.time,
@@ -59,8 +66,13 @@ class DecisionLog:
         self.on_drop: list[Callable[[], None]] = []
         # A deque, not a Queue: appending takes no lock and wakes nobody; the writer drains it
         # every `interval` seconds and writes what it found at once.
-        self._pending: deque[tuple[float, CallOutcome]] = deque()
+        self._pending: deque[tuple[float, CallOutcome, int]] = deque()
         self._limit = max(1, queue_size)
+        # What the waiting calls (their entity ids above all) cost to hold, roughly: counted
+        # from the call's arrival until its line is written.
+        self._max_bytes = max(1, queue_bytes)
+        self._bytes = 0
+        self._bytes_lock = threading.Lock()
         self._interval = interval
         self._stopping = threading.Event()
         self._close_stream = close_stream
@@ -69,33 +81,49 @@ class DecisionLog:
 
     @classmethod
     def open(
-        cls, target: str, *, entities: str, queue_size: int, entity_key: bytes = b""
+        cls,
+        target: str,
+        *,
+        entities: str,
+        queue_size: int,
+        queue_bytes: int,
+        entity_key: bytes = b"",
     ) -> DecisionLog:
         """`entity_key` keys the hash of entity ids (the sidecar passes --mask-key-file's
         secret): without it, anyone could hash candidate ids and find them in the log."""
-        if target == "stdout":
-            return cls(sys.stdout, entities=entities, queue_size=queue_size, entity_key=entity_key)
-        stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        closing = target != "stdout"
+        # closed by close()
+        stream = open(target, "a", encoding="utf-8") if closing else sys.stdout  # noqa: SIM115
         return cls(
             stream,
             entities=entities,
             queue_size=queue_size,
+            queue_bytes=queue_bytes,
             entity_key=entity_key,
-            close_stream=True,
+            close_stream=closing,
         )
 
     @property
     def waiting(self) -> int:
         return len(self._pending)
 
+    @property
+    def waiting_bytes(self) -> int:
+        return self._bytes
+
     def observe(self, outcome: CallOutcome) -> None:
         """Called on the request path: never blocks."""
-        if len(self._pending) >= self._limit:
+        cost = _cost(outcome)
+        with self._bytes_lock:
+            room = len(self._pending) < self._limit and self._bytes + cost <= self._max_bytes
+            if room:
+                self._bytes += cost
+        if not room:
             self.dropped += 1
             for callback in self.on_drop:
                 callback()
             return
-        self._pending.append((self.clock(), outcome))
+        self._pending.append((self.clock(), outcome, cost))
 
     async def run(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -117,10 +145,12 @@ class DecisionLog:
         while True:
             stopping = self._stopping.wait(self._interval)
             lines = []
+            cost = 0
             slice_end = time.perf_counter() + _SLICE
             while pending:
-                stamp, outcome = pending.popleft()
+                stamp, outcome, size = pending.popleft()
                 lines.append(self.line(stamp, outcome) + "\n")
+                cost += size
                 if time.perf_counter() > slice_end and not stopping:
                     # Formatting holds the GIL: after a short slice, step aside so that a call
                     # waiting for the serving thread is not held up for a millisecond.
@@ -136,6 +166,9 @@ class DecisionLog:
                 except (OSError, ValueError) as exc:
                     log.error("decision log write failed", extra={"detail": str(exc)})
                 self.writing = 0
+                del lines
+                with self._bytes_lock:
+                    self._bytes -= cost
             if stopping:
                 return
 
@@ -206,8 +239,17 @@ class DecisionLog:
             digest = self._hmac.copy()
             digest.update(f"{name}={value}".encode())
             hashed = digest.hexdigest()[:16]
-            self._remember(self._hashed, key, hashed)
+            if not isinstance(value, str) or len(value) <= _REMEMBERED_ID:
+                self._remember(self._hashed, key, hashed)
         return hashed
+
+
+def _cost(outcome: CallOutcome) -> int:
+    """Bytes a waiting call holds, roughly: its request (whose entity ids the line will show)
+    plus a Python object per entity id, plus the line itself."""
+    record = outcome.record
+    ids = sum(len(values) for values in record.entity_values.values())
+    return record.request_bytes + _PER_ID * ids + _PER_LINE
 
 
 def _dumps(value: Any) -> str:

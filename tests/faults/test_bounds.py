@@ -4,6 +4,7 @@ memory checked against a stated ceiling (a real `feature-sidecar serve` process)
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -31,7 +32,9 @@ METHOD = "/featuresidecar.v1.FeatureService/GetFeatures"
 MIB = 1024 * 1024
 
 
-def _sidecar(redis: LocalRedis, tmp_path: Path, *flags: str) -> tuple[ServeProcess, str, Any]:
+def _sidecar(
+    redis: LocalRedis, tmp_path: Path, *flags: str, stdout: int | None = None
+) -> tuple[ServeProcess, str, Any]:
     """A sidecar that takes bearer tokens on a TCP port: callers without one are strangers."""
     issuer = TokenIssuer(tmp_path)
     address = f"127.0.0.1:{free_port()}"
@@ -51,7 +54,8 @@ def _sidecar(redis: LocalRedis, tmp_path: Path, *flags: str) -> tuple[ServeProce
         issuer.AUDIENCE,
         *flags,
     ]
-    return ServeProcess(args, tmp_path / "sidecar.log").wait_serving(address), address, issuer
+    process = ServeProcess(args, tmp_path / "sidecar.log", stdout=stdout)
+    return process.wait_serving(address), address, issuer
 
 
 def _raw_calls(address: str, body: bytes, callers: int, calls: int, **kw: Any) -> list[Any]:
@@ -212,3 +216,40 @@ def _wait_started(metrics: str, calls: int, timeout: float = 10.0) -> None:
                 return
         time.sleep(0.01)
     raise AssertionError(f"the sidecar did not start {calls} calls")
+
+
+def test_decision_log_lines_nobody_reads_hold_at_most_the_queue_bytes(
+    redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    sidecar, address, issuer = _sidecar(
+        redis_server,
+        tmp_path,
+        "--decision-log",
+        "stdout",
+        "--decision-log-entities",
+        "plain",
+        "--decision-log-queue-bytes",
+        str(32 * MIB),
+        "--metrics-listen",
+        f"127.0.0.1:{free_port()}",
+        stdout=subprocess.PIPE,  # and nobody reads it
+    )
+    try:
+        metadata = bearer(issuer.token("alice", ["data-science"]))
+        # About 10 MB each: 1,000 rows with 10,000-character item ids.
+        rows = 1000
+        message = request(
+            ["user_item:affinity"],
+            {"user_id": list(range(rows)), "item_id": [f"{n:010d}" * 1000 for n in range(rows)]},
+        )
+        assert message.ByteSize() > 10 * 1000 * 1000
+        _, client = stub(address)
+        client.GetFeatures(message, timeout=30, metadata=metadata)
+        before = sidecar.memory_mib()
+        for _ in range(60):
+            response = client.GetFeatures(message, timeout=30, metadata=metadata)
+            assert response.row_count == rows
+        # 60 calls' entity ids are 600 MB: the queue keeps 32 MiB of them, the rest is dropped.
+        assert sidecar.memory_mib() < before + 32 + 100
+    finally:
+        sidecar.stop()

@@ -14,6 +14,7 @@ from .grpc_service import SERVICE, FeatureServicer, handlers
 # Responses can be larger than requests (many rows x many features); requests have their own,
 # configurable limit.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024
 
 
 class ListenError(RuntimeError):
@@ -56,6 +57,10 @@ def build_server(
             # gRPC refuses a larger message from its length prefix, before holding it whole.
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", MAX_RESPONSE_BYTES),
+            # All of a call's metadata (a bearer token is the largest part): larger is refused
+            # with RESOURCE_EXHAUSTED as it arrives.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ]
     )
     server.add_generic_rpc_handlers((handlers(servicer),))

@@ -53,6 +53,7 @@ class Snapshot:
         signed: bool,
         mask_secret: bytes = b"",
         cache_size: int = 4096,
+        cache_features: int = 65536,
     ) -> None:
         self.policy = policy
         self.revision = revision
@@ -69,6 +70,10 @@ class Snapshot:
             OrderedDict()
         )
         self._cache_size = cache_size
+        # Plans grow with the features they name: bounded by those too, not by count alone,
+        # so that callers naming many large feature sets cannot grow the cache without end.
+        self._cache_features = cache_features
+        self._cached_features = 0
 
     def prepare(self, identity: Identity, refs: tuple[str, ...]) -> Prepared:
         key = (identity.principal, identity.groups, refs)
@@ -77,9 +82,14 @@ class Snapshot:
             self._cache.move_to_end(key)
             return prepared
         prepared = self._prepare(identity, refs)
-        self._cache[key] = prepared
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        cache = self._cache
+        cache[key] = prepared
+        self._cached_features += len(refs)
+        while len(cache) > self._cache_size or (
+            self._cached_features > self._cache_features and len(cache) > 1
+        ):
+            (_, _, gone), _ = cache.popitem(last=False)
+            self._cached_features -= len(gone)
         return prepared
 
     def _prepare(self, identity: Identity, refs: tuple[str, ...]) -> Prepared:

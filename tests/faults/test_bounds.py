@@ -253,3 +253,123 @@ def test_decision_log_lines_nobody_reads_hold_at_most_the_queue_bytes(
         assert sidecar.memory_mib() < before + 32 + 100
     finally:
         sidecar.stop()
+
+
+def test_metadata_past_16_kib_is_refused_as_it_arrives(
+    redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    sidecar, address, issuer = _sidecar(redis_server, tmp_path)
+    try:
+        token = bearer(issuer.token("alice", ["data-science"]))
+        message = request(["user_stats:ctr_7d"], {"user_id": [1]})
+        _, client = stub(address)
+        before = sidecar.memory_mib()
+        for size in (17 * 1024, 1 << 20):
+            junk = [("x-junk", "a" * size)]
+            code, text = code_of(
+                lambda junk=junk: client.GetFeatures(message, timeout=5, metadata=junk)
+            )
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert text.endswith(f"(value length {size} vs. 16384)")
+        body = message.SerializeToString()
+        junk = [*token, ("x-junk", "a" * (1 << 20))]
+        assert _raw_calls(address, body, 4, 10, metadata=junk) == (
+            [grpc.StatusCode.RESOURCE_EXHAUSTED] * 40
+        )
+        assert sidecar.memory_mib() < before + 30
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_entity_rows_past_the_sidecar_limit_are_refused(
+    redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    sidecar, address, issuer = _sidecar(redis_server, tmp_path, "--max-request-entities", "5000")
+    try:
+        token = bearer(issuer.token("alice", ["data-science"]))
+        _, client = stub(address)
+        before = sidecar.memory_mib()
+        message = request(["user_stats:ctr_7d"], {"user_id": list(range(1_000_000))})
+        for _ in range(10):
+            code, text = code_of(lambda: client.GetFeatures(message, timeout=30, metadata=token))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert text == (
+            "entities.user_id: 1000000 rows exceed the sidecar's limit of 5000 per request "
+            "(--max-request-entities); split the batch"
+        )
+        assert sidecar.memory_mib() < before + 60
+    finally:
+        assert sidecar.stop() == 0
+
+
+def _wide_policy(path: Path, features: int) -> Path:
+    names = "\n".join(f"        - {{name: f{n}, type: double}}" for n in range(features))
+    path.write_text(
+        "version: 1\nproject: wide\ncatalog:\n  entities:\n    - name: user\n"
+        "      join_keys: [{name: user_id, type: int64}]\n  views:\n    - name: wide\n"
+        f"      entities: [user]\n      features:\n{names}\n"
+        "roles:\n  - {name: reader, allow: ['wide:*']}\n"
+        "bindings:\n  - {principal: reader, roles: [reader]}\n"
+    )
+    return path
+
+
+def test_plans_for_many_feature_sets_are_bounded_by_the_features_they_name(
+    redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    features = 400
+    policy = _wide_policy(tmp_path / "wide.yaml", features)
+    socket = tmp_path / "s.sock"
+    args = ["--listen", f"unix:{socket}", "--redis", redis_server.url, "--bundle", str(policy)]
+    args += ["--allow-unsigned", "--workload-principal", "reader"]
+    sidecar = ServeProcess(args, tmp_path / "log").wait_serving(f"unix:{socket}")
+    try:
+        _, client = stub(f"unix:{socket}")
+        every = [f"wide:f{n}" for n in range(features)]
+        duplicate = request([every[0], every[0]], {"user_id": [1]})
+        assert code_of(lambda: client.GetFeatures(duplicate, timeout=5)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "features[1]: 'wide:f0' is requested twice",
+        )
+        client.GetFeatures(request(every, {"user_id": [1]}), timeout=5)
+        before = sidecar.memory_mib()
+        # 600 different sets of 399 features each: 239,400 features planned, far more than the
+        # 65,536 that the plan cache keeps.
+        for n in range(600):
+            names = every[: n % features] + every[n % features + 1 :]
+            if n >= features:
+                names = names[::-1]
+            response = client.GetFeatures(request(names, {"user_id": [1]}), timeout=5)
+            assert len(response.feature_names) == features - 1
+        assert sidecar.memory_mib() < before + 80
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_the_entity_cache_keeps_at_most_cache_entries(
+    redis_server: LocalRedis, sidecar_factory: Any
+) -> None:
+    sidecar = sidecar_factory(
+        redis=redis_server.url,
+        bundle=str(EXAMPLE_POLICY),
+        workload_principal="spiffe://cluster.local/ns/ml/sa/ranker",
+        cache_entries=1000,
+        cache_ttl=3600.0,
+    )
+    cache = sidecar.sidecar.reader.cache
+    _, client = stub(sidecar.address)
+    before = _own_memory_mib()
+    for start in range(0, 50_000, 1000):
+        message = request(["user_profile:age"], {"user_id": list(range(start, start + 1000))})
+        client.GetFeatures(message, timeout=10)
+        assert len(cache) <= 1000
+    assert len(cache) == 1000
+    assert cache.stats.misses == 50_000
+    assert _own_memory_mib() < before + 40
+
+
+def _own_memory_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")

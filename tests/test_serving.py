@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 from support import (
     EXAMPLE_POLICY,
     TokenIssuer,
@@ -23,9 +24,15 @@ from support import (
 )
 
 from featuresidecar.v1 import feature_service_pb2 as pb
+from featuresidecar_server.catalog import Catalog
+from featuresidecar_server.devredis import LocalRedis
+from featuresidecar_server.entity_key import redis_key
+from featuresidecar_server.layout import ts_field_of
+from featuresidecar_server.policy_yaml import load_policy_file
 
 HOUR = 3600 * 10**9
 RANKER = "spiffe://cluster.local/ns/ml/sa/ranker"
+CATALOG = Catalog(load_policy_file(str(EXAMPLE_POLICY)))
 EMBEDDING = [0.5, -0.25] * 16
 
 
@@ -324,3 +331,77 @@ def test_bytes_that_are_no_request_are_an_invalid_argument(world: dict[str, Any]
         grpc.StatusCode.INVALID_ARGUMENT
     )
     channel.close()
+
+
+def _raw_timestamp(seconds: int) -> bytes:
+    """google.protobuf.Timestamp bytes of any int64 seconds, as another writer may store."""
+    value, out = seconds & (2**64 - 1), bytearray(b"\x08")
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+ODD_TIMES = {
+    "year 9999": 253_402_300_799,
+    "1e10 s": 10**10,
+    "INT64_MIN s": -(2**63),
+    "-9e9 s": -9 * 10**9,
+}
+
+
+@pytest.mark.parametrize("rows", ["one at a time", "together"])
+def test_odd_stored_event_times_are_stale_and_touch_no_other_row(
+    redis_server: LocalRedis, sidecar_factory: Any, rows: str
+) -> None:
+    now = time.time_ns()
+    users = {name: 100 + n for n, name in enumerate(ODD_TIMES)}
+    put_entity(redis_server.url, EXAMPLE_POLICY, "user_stats", {"user_id": 1}, {"ctr_7d": 0.5}, now)
+    for name, user in users.items():
+        put_entity(
+            redis_server.url, EXAMPLE_POLICY, "user_stats", {"user_id": user}, {"ctr_7d": 0.9}, None
+        )
+        key = redis_key(CATALOG.views["user_stats"].join_keys, [user], "demo")
+        client = redis.Redis.from_url(redis_server.url)
+        client.hset(key, ts_field_of("user_stats"), _raw_timestamp(ODD_TIMES[name]))
+        client.close()
+    sidecar = sidecar_factory(
+        redis=redis_server.url, bundle=str(EXAMPLE_POLICY), workload_principal=RANKER
+    )
+    _, stub_ = stub(sidecar.address)
+    # user_stats: 6 h maximum age, default 0; ranking reads ctr_7d (a double: the fast path)
+    # and orders_30d (an int64: the general path).
+    features = ["user_stats:ctr_7d", "user_stats:orders_30d"]
+    batches = (
+        [[1, u] for u in users.values()] if rows == "one at a time" else [[1, *users.values()]]
+    )
+    for batch in batches:
+        response = stub_.GetFeatures(request(features, {"user_id": batch}), timeout=5)
+        ctr, orders = by_name(response).values()
+        assert statuses(ctr) == ["PRESENT"] + ["STALE"] * (len(batch) - 1)
+        assert column_values(ctr) == [0.5] + [0.0] * (len(batch) - 1)
+        assert timestamps(ctr)[0] == now
+        assert statuses(orders) == ["NOT_FOUND"] * len(batch)
+    # Single rows take their own path.
+    for user in users.values():
+        response = stub_.GetFeatures(request(features[:1], {"user_id": [user]}), timeout=5)
+        assert statuses(response.columns[0]) == ["STALE"]
+
+
+def test_a_maximum_age_beyond_int64_nanoseconds_serves_as_no_practical_limit(
+    redis_server: LocalRedis, sidecar_factory: Any, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        EXAMPLE_POLICY.read_text()
+        .replace("max_age: 1d", "max_age: 1000000000d")
+        .replace("max_age: 6h ", "max_age: 2000000000d")
+    )
+    put_entity(redis_server.url, policy, "user_stats", {"user_id": 1}, {"ctr_7d": 0.5}, 10**18)
+    sidecar = sidecar_factory(redis=redis_server.url, bundle=str(policy), workload_principal=RANKER)
+    _, stub_ = stub(sidecar.address)
+    for users in ([1], [1, 2]):
+        message = request(["user_stats:ctr_7d", "user_stats:orders_30d"], {"user_id": users})
+        ctr, _ = by_name(stub_.GetFeatures(message, timeout=5)).values()
+        assert statuses(ctr)[0] == "PRESENT"  # stored in 2001, within 146 years

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import Catalog
+from .catalog import Catalog, age_ns
 from .policy import NO_DEFAULT, Policy, Rule
 from .policy_yaml import coerce_default
 from .selectors import Selector, parse_selector
@@ -154,7 +154,7 @@ class Access:
                 default = coerce_default(rule.default, feature.kind)
                 applied.append(("default", rule.index))
         view_age = self.catalog.views[feature.view].max_age_ns
-        max_age_ns = int(max_age * 1e9) if max_age is not None else view_age
+        max_age_ns = age_ns(max_age) if max_age is not None else view_age
         return Decision(
             ref,
             True,

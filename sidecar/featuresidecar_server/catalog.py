@@ -19,6 +19,18 @@ class ViewInfo:
     max_age_ns: int | None
 
 
+# Longer maximum ages (146 years) are served as this one: event times and the clock are int64
+# nanoseconds, and an age limit past their range would overflow them.
+MAX_AGE_NS = 2**62
+
+
+def age_ns(seconds: float | None) -> int | None:
+    """A maximum age in nanoseconds, within what int64 arithmetic on event times can hold."""
+    if seconds is None:
+        return None
+    return min(int(seconds * 1e9), MAX_AGE_NS)
+
+
 class Catalog:
     """Everything the request path asks of the catalog, precomputed once per policy."""
 
@@ -36,8 +48,7 @@ class Catalog:
                 ((k.name, k.kind) for e in view.entities for k in self.entities[e].join_keys),
                 key=lambda pair: pair[0],
             )
-            max_age = None if view.max_age is None else int(view.max_age * 1e9)
-            self.views[view.name] = ViewInfo(view, tuple(keys), max_age)
+            self.views[view.name] = ViewInfo(view, tuple(keys), age_ns(view.max_age))
             for feature in view.features:
                 self.features[feature.ref] = feature
         self.services: dict[str, tuple[str, ...]] = {}

@@ -33,6 +33,7 @@ _PRESENT: Final = int(Status.PRESENT)
 _NOT_FOUND: Final = int(Status.NOT_FOUND)
 _STALE: Final = int(Status.STALE)
 _NO_LIMIT: Final = np.iinfo(np.int64).max
+_OLDEST: Final = np.iinfo(np.int64).min
 # Event-time combinations remembered per batch for single-row calls.
 _SINGLES: Final = 1024
 
@@ -95,6 +96,10 @@ class TimestampCache:
             try:
                 value = decode_timestamp(raw)
             except ValueError:
+                value = 0
+            if not _OLDEST < value <= _NO_LIMIT:
+                # Outside int64 nanoseconds (year 9999, INT64_MIN seconds): no usable event
+                # time, so served as a value without one (STALE where a maximum age applies).
                 value = 0
             if len(self._cache) >= self._size:
                 self._cache.clear()
@@ -302,7 +307,9 @@ def _fast_batch(
         return False
     matrix = stamps.matrix([group.fields[share.ts_field] for share in batch.shares])
     stamps_of = list(matrix)
-    fresh = not ((matrix == 0) | (now_ns - matrix > batch.max_ages[:, None])).any()
+    # `ts < now - limit`, not `now - ts > limit`: the latter wraps for event times far in the
+    # past; now minus any limit (at most INT64_MAX) stays within int64.
+    fresh = not ((matrix == 0) | (matrix < now_ns - batch.max_ages[:, None])).any()
     if not missing and rows and fresh:
         _encode_batch(batch, data, stamps_of, rows, out, stats)
         return True
@@ -491,7 +498,7 @@ def _statuses(
     """Row statuses and served event times of stored rows, as `rules.apply_freshness` sets them."""
     statuses = np.full(len(ts), _PRESENT, dtype=np.uint8)
     if max_age_ns is not None:
-        statuses[(ts == 0) | (now_ns - ts > max_age_ns)] = _STALE
+        statuses[(ts == 0) | (ts < now_ns - max_age_ns)] = _STALE
     if missing is None:
         return statuses, ts
     statuses[missing] = _NOT_FOUND

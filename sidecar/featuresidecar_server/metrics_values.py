@@ -201,7 +201,8 @@ class ServedValues:
         kept = stamp > 0
         if not kept.any():
             return
-        ages = np.maximum((now[kept] - stamp[kept]) * _NS, 0.0)
+        # In floating point: int64 `now - stamp` wraps for event times far in the past.
+        ages = np.maximum((now[kept].astype(np.float64) - stamp[kept]) * _NS, 0.0)
         whose = owner[kept]
         times = weight[kept]
         if not all(children.age.fast for children in views):

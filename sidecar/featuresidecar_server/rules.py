@@ -27,7 +27,8 @@ def apply_freshness(
     column.timestamps = np.where(stored, timestamps, 0).astype(np.int64)
     if max_age_ns is None:
         return
-    too_old = stored & ((timestamps == 0) | (now_ns - timestamps > max_age_ns))
+    # Not `now - ts > max_age`: that wraps in int64 for event times far in the past.
+    too_old = stored & ((timestamps == 0) | (timestamps < now_ns - max_age_ns))
     if too_old.any():
         column.statuses[too_old] = Status.STALE
         _clear(column, too_old)

@@ -27,6 +27,7 @@ from featuresidecar.v1 import feature_service_pb2 as pb
 from featuresidecar_server.catalog import Catalog
 from featuresidecar_server.devredis import LocalRedis
 from featuresidecar_server.entity_key import redis_key
+from featuresidecar_server.errors import listed
 from featuresidecar_server.layout import ts_field_of
 from featuresidecar_server.policy_yaml import load_policy_file
 
@@ -405,3 +406,54 @@ def test_a_maximum_age_beyond_int64_nanoseconds_serves_as_no_practical_limit(
         message = request(["user_stats:ctr_7d", "user_stats:orders_30d"], {"user_id": users})
         ctr, _ = by_name(stub_.GetFeatures(message, timeout=5)).values()
         assert statuses(ctr)[0] == "PRESENT"  # stored in 2001, within 146 years
+
+
+LONG = "x" * 20_000
+CUT = f"{'x' * 80!r}… (20000 characters)"
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "details"),
+    [
+        (
+            request([f"user_stats:{LONG}"], {"user_id": [1]}),
+            grpc.StatusCode.NOT_FOUND,
+            f"features[0]: view 'user_stats' has no feature {CUT}",
+        ),
+        (
+            request([f"{LONG}:ctr_7d"], {"user_id": [1]}),
+            grpc.StatusCode.NOT_FOUND,
+            f"features[0]: unknown feature view {CUT} in {'x' * 80!r}… (20007 characters)",
+        ),
+        (
+            request(["user_stats:ctr_7d"], {LONG: [1]}),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"entities.{'x' * 80}…: unknown join key (the catalog has: item_id, user_id)",
+        ),
+        (
+            request([], {"user_id": [1]}, service=LONG),
+            grpc.StatusCode.NOT_FOUND,
+            f"feature_service: unknown feature service {CUT}",
+        ),
+    ],
+)
+def test_errors_echo_at_most_80_characters_of_the_callers_input(
+    world: dict[str, Any], message: pb.GetFeaturesRequest, code: grpc.StatusCode, details: str
+) -> None:
+    who = _as(world, "x", ("data-science",))
+    assert code_of(lambda: _get(world, who, message)) == (code, details)
+
+
+def test_a_long_principal_and_a_long_list_of_denied_features_are_cut(
+    world: dict[str, Any],
+) -> None:
+    who = _as(world, "x" * 5000, ())  # a principal with no role: every feature denied
+    features = list(CATALOG.features)
+    code, details = code_of(lambda: _get(world, who, request(features, {"user_id": [1]})))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert details == (
+        f"principal {'x' * 80!r}… (5000 characters) holds no role in this policy and may not "
+        f"read: {', '.join(features)}"
+    )
+    names = [f"view:feature_{n}" for n in range(5000)]
+    assert listed(names) == ", ".join(names[:10]) + " and 4990 more"

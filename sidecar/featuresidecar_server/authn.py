@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from .access import Identity
-from .errors import Unauthenticated
+from .errors import Unauthenticated, quoted
 
 ACCEPTED_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 _CACHE_SIZE = 4096
@@ -160,15 +160,16 @@ class Authenticator:
         alg = header.get("alg")
         if alg not in ACCEPTED_ALGORITHMS:
             raise Unauthenticated(
-                f"token algorithm {alg!r} is refused (accepted: {', '.join(ACCEPTED_ALGORITHMS)})"
+                f"token algorithm {quoted(alg)} is refused (accepted: "
+                f"{', '.join(ACCEPTED_ALGORITHMS)})"
             )
         kid = header.get("kid")
         key = self._jwks.find(kid)
         if key is None:
-            raise Unauthenticated(f"token signed by an unknown key (kid {_cut(kid)})")
+            raise Unauthenticated(f"token signed by an unknown key (kid {quoted(kid)})")
         if not _fits(alg, key):
             raise Unauthenticated(
-                f"token algorithm {alg!r} does not fit the key {_cut(kid)} it names"
+                f"token algorithm {alg!r} does not fit the key {quoted(kid)} it names"
             )
         settings = self.jwt
         try:
@@ -227,12 +228,6 @@ def _fits(alg: str, key: Any) -> bool:
     algorithm: the JWK's own `alg`, else the one its type and curve imply (RSA: RS256, P-256:
     ES256, OKP: EdDSA)."""
     return bool(key.algorithm_name == alg)
-
-
-def _cut(value: Any, limit: int = 64) -> str:
-    """A value from the token for a message: quoted, and short whatever the token holds."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _number_claim(claims: Mapping[str, Any], name: str) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound, quoted
 from .policy import Entity, Feature, Policy, View
 from .selectors import FeatureIndex, parse_selector
 from .valuetypes import ValueKind
@@ -74,7 +74,7 @@ class Catalog:
             if feature is None:
                 raise self._unknown(ref, i)
             if ref in seen:
-                raise InvalidArgument(f"features[{i}]: {ref!r} is requested twice")
+                raise InvalidArgument(f"features[{i}]: {quoted(ref)} is requested twice")
             seen.add(ref)
             out.append(feature)
         return out
@@ -83,14 +83,17 @@ class Catalog:
         view, sep, name = ref.partition(":")
         if not sep or not view or not name or ":" in name:
             return InvalidArgument(
-                f"features[{index}]: {ref!r} is not a feature reference of the form 'view:feature'"
+                f"features[{index}]: {quoted(ref)} is not a feature reference of the form "
+                "'view:feature'"
             )
         if view not in self.views:
-            return NotFound(f"features[{index}]: unknown feature view {view!r} in {ref!r}")
-        return NotFound(f"features[{index}]: view {view!r} has no feature {name!r}")
+            return NotFound(
+                f"features[{index}]: unknown feature view {quoted(view)} in {quoted(ref)}"
+            )
+        return NotFound(f"features[{index}]: view {quoted(view)} has no feature {quoted(name)}")
 
     def service(self, name: str) -> tuple[str, ...]:
         refs = self.services.get(name)
         if refs is None:
-            raise NotFound(f"feature_service: unknown feature service {name!r}")
+            raise NotFound(f"feature_service: unknown feature service {quoted(name)}")
         return refs

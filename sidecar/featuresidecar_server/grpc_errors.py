@@ -32,7 +32,7 @@ def status_of(
         for cls in type(exc).__mro__:
             code = _TABLE.get(cls)
             if code is not None:
-                return code, exc.message, exc.metadata
+                return code, _bounded(exc.message), exc.metadata
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "the call ran out of time", ()
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE.format(request_id), ()
@@ -41,3 +41,12 @@ def status_of(
 def is_expected(exc: BaseException) -> bool:
     """Errors that are the caller's or the environment's, not a bug (no stack trace logged)."""
     return isinstance(exc, errors.ServiceError)
+
+
+# Whatever a message echoes, it must fit the caller's metadata limit (the status travels in
+# trailers); each echo is already cut, this is the last guard.
+MAX_MESSAGE = 2000
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"

@@ -17,7 +17,16 @@ from . import wire
 from .access import Identity
 from .cache import EntityCache
 from .columns import Served, TimestampCache, build_columns
-from .errors import InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, Unavailable
+from .errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+    listed,
+    named,
+    quoted,
+)
 from .layout import entity_keys, pack_commands
 from .ratelimit import RateLimiter
 from .snapshot import ActivePolicy, Prepared, Snapshot
@@ -133,11 +142,11 @@ class FeatureReader:
         if prepared.denied and not allow_partial:
             if not prepared.roles:
                 raise PermissionDenied(
-                    f"principal {identity.principal!r} holds no role in this policy and may not "
-                    f"read: {', '.join(prepared.denied)}"
+                    f"principal {quoted(identity.principal)} holds no role in this policy and may "
+                    f"not read: {listed(prepared.denied)}"
                 )
             raise PermissionDenied(
-                f"principal {identity.principal!r} may not read: {', '.join(prepared.denied)}"
+                f"principal {quoted(identity.principal)} may not read: {listed(prepared.denied)}"
             )
         limits = prepared.limits
         if limits.max_entities is not None and rows > limits.max_entities:
@@ -153,7 +162,7 @@ class FeatureReader:
                 record.rate_limited = True
                 wait_ms = max(1, int(wait * 1000 + 0.999))
                 raise ResourceExhausted(
-                    f"principal {identity.principal!r} is over its limit of "
+                    f"principal {quoted(identity.principal)} is over its limit of "
                     f"{limits.requests_per_second:g} requests per second; retry in {wait_ms} ms",
                     metadata=(("retry-after-ms", str(wait_ms)),),
                 )
@@ -166,7 +175,7 @@ class FeatureReader:
         access = snapshot.access
         roles = access.roles_of(identity)
         if request.view and request.view not in catalog.views:
-            raise NotFound(f"view: unknown feature view {request.view!r}")
+            raise NotFound(f"view: unknown feature view {quoted(request.view)}")
         response = pb.ListFeaturesResponse(policy_revision=snapshot.revision)
         readable: set[str] = set()
         for ref, feature in catalog.features.items():
@@ -228,7 +237,8 @@ def _entities(
         kind = known.get(name)
         if kind is None:
             raise InvalidArgument(
-                f"entities.{name}: unknown join key (the catalog has: {', '.join(sorted(known))})"
+                f"entities.{named(name)}: unknown join key (the catalog has: "
+                f"{listed(sorted(known))})"
             )
         which = column.WhichOneof("values")
         if which is None:

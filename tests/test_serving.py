@@ -300,6 +300,7 @@ def test_list_features_shows_the_catalog_entries(world: dict[str, Any]) -> None:
     assert list(age.entities) == ["user"]
     assert list(age.join_keys) == ["user_id"]
     assert age.max_age_seconds == 7 * 24 * 3600
+
     assert response.features[2].dim == 32
     assert response.features[2].type == pb.FLOAT_LIST
     assert [(e.name, [(k.name, k.type) for k in e.join_keys]) for e in response.entities] == [
@@ -457,3 +458,27 @@ def test_a_long_principal_and_a_long_list_of_denied_features_are_cut(
     )
     names = [f"view:feature_{n}" for n in range(5000)]
     assert listed(names) == ", ".join(names[:10]) + " and 4990 more"
+
+
+def test_list_features_reports_the_maximum_age_enforced_for_the_caller(
+    world: dict[str, Any],
+) -> None:
+    # The view user_stats keeps values for 1 d; a rule tightens its features to 6 h.
+    response = world["client"].ListFeatures(
+        pb.ListFeaturesRequest(view="user_stats"),
+        metadata=_as(world, "x", ("data-science",)),
+        timeout=10,
+    )
+    assert {f.ref: f.max_age_seconds for f in response.features} == {
+        "user_stats:ctr_7d": 6 * 3600,
+        "user_stats:orders_30d": 6 * 3600,
+        "user_stats:is_premium": 6 * 3600,
+    }
+    # ... and so it is enforced: a value 7 hours old is STALE.
+    seven_hours = world["now"] - 7 * HOUR
+    put_entity(
+        world["url"], EXAMPLE_POLICY, "user_stats", {"user_id": 77}, {"ctr_7d": 0.1}, seven_hours
+    )
+    who = _as(world, "x", ("data-science",))
+    column = _get(world, who, request(["user_stats:ctr_7d"], {"user_id": [77]})).columns[0]
+    assert statuses(column) == ["STALE"]

@@ -179,7 +179,8 @@ class FeatureReader:
         response = pb.ListFeaturesResponse(policy_revision=snapshot.revision)
         readable: set[str] = set()
         for ref, feature in catalog.features.items():
-            if not access.decide(roles, ref).allowed:
+            decision = access.decide(roles, ref)
+            if not decision.allowed:
                 continue
             readable.add(ref)
             if request.view and feature.view != request.view:
@@ -197,7 +198,8 @@ class FeatureReader:
                 tags=feature.tags,
                 entities=info.view.entities,
                 join_keys=[name for name, _ in info.join_keys],
-                max_age_seconds=int(info.view.max_age or 0),
+                # What is enforced for this caller: a rule may tighten the view's maximum age.
+                max_age_seconds=(decision.max_age_ns or 0) // 1_000_000_000,
                 dim=feature.dim,
             )
         for name, refs in catalog.services.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import signal
@@ -34,6 +35,8 @@ from featuresidecar.v1 import feature_service_pb2_grpc as pb_grpc
 from featuresidecar_server import probe
 from featuresidecar_server.cli import main
 from featuresidecar_server.devredis import free_port
+from featuresidecar_server.metrics import FLUSH_SECONDS
+from featuresidecar_server.metrics_calls import CallMetrics
 from featuresidecar_server.workers import PeerGate
 
 EXE = str(Path(sys.executable).parent / "feature-sidecar")
@@ -415,3 +418,12 @@ def test_the_peer_gate_opens_when_every_worker_listened_or_after_its_patience(
     assert [r.getMessage() for r in caplog.records] == [
         "not every worker listens yet; serving without waiting longer"
     ]
+
+
+def test_the_documented_loss_of_a_killed_worker_is_the_flush_interval() -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    interval_ms = round(FLUSH_SECONDS * 1000)
+    assert f"killed with SIGKILL loses at most its last {interval_ms} ms of counts" in docs
+    assert "stopped by SIGTERM writes everything before it exits, and loses nothing" in docs
+    assert f"every {interval_ms} ms" in docs
+    assert inspect.signature(CallMetrics.run).parameters["every"].default == FLUSH_SECONDS

@@ -67,6 +67,10 @@ AGE_BUCKETS = (
     30 * 86400.0,
 )
 
+# How often what calls held back is applied to the metrics (under --workers: written to the
+# worker's files). A worker killed by SIGKILL loses at most this much of its counts.
+FLUSH_SECONDS = 0.05
+
 GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 # The `grpc_code` label values, as go-grpc-prometheus writes them (Go's codes.Code.String()):
 # dashboards and alert rules written for Go services filter on these names.

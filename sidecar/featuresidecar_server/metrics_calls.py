@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from .grpc_service import SERVICE, CallOutcome
 from .isolation import contained
 from .metrics import (
+    FLUSH_SECONDS,
     GRPC_CODE_NAMES,
     LATENCY_BUCKETS,
     NO_ROLE,
@@ -111,7 +112,7 @@ class CallMetrics:
             for name in ("GetFeatures", "ListFeatures")
         }
 
-    async def run(self, stop: asyncio.Event, every: float = 0.05) -> None:
+    async def run(self, stop: asyncio.Event, every: float = FLUSH_SECONDS) -> None:
         """Applies what calls held back (counts, durations, values served) at least every
         `every` seconds, so that quiet workers' files are current; once more at the end."""
         while not stop.is_set():

@@ -12,7 +12,8 @@ listeners with SO_REUSEPORT so the kernel spreads connections, and publishes its
 shared, so only worker 0 binds `unix:` listeners.
 
 A dead worker's counter files stay in the directory and keep counting in the totals; its
-replacement starts new files, so totals neither reset nor double.
+replacement starts new files, so totals neither reset nor double. What a worker killed by SIGKILL
+had not written yet is lost: at most its last `metrics.FLUSH_SECONDS` (50 ms) of counts.
 """
 
 from __future__ import annotations

@@ -824,3 +824,43 @@ def test_a_sidecar_without_a_mask_secret_never_serves_a_hash_mask(
         f"--mask-key-file {short}: holds 9 bytes; a mask secret needs at least 16 (e.g. "
         "`head -c 32 /dev/urandom | base64`)"
     )
+
+
+class _Exploding:
+    """A source whose fetch fails in a way no fetcher anticipates (a bug), then recovers."""
+
+    def __init__(self, good: bytes) -> None:
+        self.good = good
+        self.calls = 0
+
+    def describe(self) -> str:
+        return "exploding"
+
+    def abort(self) -> None:
+        pass
+
+    def fetch(self, etag: str | None) -> Any:
+        from featuresidecar_server.bundle_fetch import Fetched
+
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("an unexpected failure")
+        return Fetched(self.good, "v1")
+
+
+def test_an_unexpected_error_in_a_poll_is_recorded_and_polling_goes_on(keys: Any) -> None:
+    activator = _activator(keys)
+    source = _Exploding(build(POLICY, 1, keys["a"]))
+    sync = BundleSync(source, activator, interval=0.01)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(sync.run(stop))
+        while activator.active.current is None:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+    assert activator.status.failures == {"internal": 1}
+    assert _revision(activator) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import logging
 import os
 import random
 import socket
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 
 from .activation import Activator
 from .bundle_format import BundleError
+
+log = logging.getLogger("featuresidecar.bundle")
 
 _CHUNK = 65536
 # How long a stopping BundleSync.run waits for an aborted download's thread to end.
@@ -365,7 +368,14 @@ class BundleSync:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self._poll(stop)
+            try:
+                await self._poll(stop)
+            except Exception as exc:
+                # A bug on this path must not end bundle updates for the life of the process:
+                # it is logged, recorded like any failure, and the next poll comes after backoff.
+                log.error("bundle poll failed unexpectedly", exc_info=exc)
+                self.activator.failed("internal", f"unexpected error: {_reason(exc)}")
+                self.failures += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.next_delay())
 

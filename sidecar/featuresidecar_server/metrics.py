@@ -106,6 +106,7 @@ BUNDLE_FAILURE_REASONS = (
     "timeout",
     "io",
     "mask_secret",
+    "internal",
 )
 # The role label of a caller who holds no role in the policy.
 NO_ROLE = "(none)"

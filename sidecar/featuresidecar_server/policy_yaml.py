@@ -6,6 +6,7 @@ Every error names the key path and the line, e.g.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -29,6 +30,14 @@ from .selectors import FeatureIndex, Selector, SelectorError, parse_selector
 from .valuetypes import JOIN_KEY_KINDS, KINDS, ValueKind
 
 SUPPORTED_VERSIONS = (1,)
+# Bounds that keep every number of a valid policy servable: counts fit int64 (and a burst a
+# float), a dimension fits the wire's uint32, a duration in nanoseconds fits int64 with room
+# (100 years), and a rate's retry hint stays a finite number of milliseconds.
+_MAX_COUNT = 2**63 - 1
+_MAX_DIM = 2**32 - 1
+_MAX_DURATION = 100 * 365 * 86400.0
+_MIN_RATE = 1 / 86400  # one request a day
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 # Selector prefixes: a view of one of these names could not be selected as "view:feature".
@@ -102,19 +111,27 @@ class _Node:
             self.fail(f"expected a list of strings, got the string {self.value!r}")
         return tuple(item.string() for item in self.items())
 
-    def positive_int(self) -> int | None:
+    def positive_int(self, maximum: int = _MAX_COUNT) -> int | None:
         if self.value is None:
             return None
         if isinstance(self.value, bool) or not isinstance(self.value, int) or self.value <= 0:
             self.fail(f"expected a positive integer, got {_describe(self.value)}")
+        if self.value > maximum:
+            self.fail(f"{_short_number(self.value)} is too large (at most {maximum})")
         return self.value
 
-    def positive_number(self) -> float | None:
+    def positive_number(self, minimum: float = 0.0) -> float | None:
         if self.value is None:
             return None
         value = self.value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             self.fail(f"expected a positive number, got {_describe(value)}")
+        if not math.isfinite(value):
+            self.fail(f"expected a finite number, got {_describe(value)}")
+        if value > _MAX_COUNT:
+            self.fail(f"{_describe(value)} is too large (at most {_MAX_COUNT})")
+        if value < minimum:
+            self.fail(f"{value!r} is too small (at least {minimum:.6g})")
         return float(value)
 
     def duration(self) -> float | None:
@@ -133,17 +150,34 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"int {value}" if -(10**30) < value < 10**30 else _short_number(value)
+    return f"{type(value).__name__} {_quoted(value)}"
+
+
+def _short_number(value: int) -> str:
+    if -(10**30) < value < 10**30:
+        return str(value)
+    # str() of an integer past 4300 digits raises; its bit length tells the size well enough.
+    digits = int(abs(value).bit_length() * math.log10(2)) + 1
+    return f"an integer of about {digits} digits"
+
+
+def _quoted(value: Any) -> str:
+    """repr() of a value, cut short: a message names the value, it does not repeat a hostile
+    megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_duration(value: Any) -> float:
     """Seconds from ``"7d"``, ``"1h30m"``, ``"500ms"`` or a plain number of seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '6h' or '7d', got {value!r}")
+        raise ValueError(f"expected a duration such as '6h' or '7d', got {_quoted(value)}")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"a duration must be positive, got {value!r}")
-        return float(value)
+        if not value > 0:
+            raise ValueError(f"a duration must be positive, got {_describe(value)}")
+        return _bounded_duration(value, value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '6h' or '7d', got {_describe(value)}")
     text = value.strip()
@@ -155,11 +189,20 @@ def parse_duration(value: Any) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(
-            f"{value!r} is not a duration (use a number with a unit: ms, s, m, h, d, w; e.g. '6h')"
+            f"{_quoted(value)} is not a duration "
+            "(use a number with a unit: ms, s, m, h, d, w; e.g. '6h')"
         )
     if total <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
-    return total
+        raise ValueError(f"a duration must be positive, got {_quoted(value)}")
+    return _bounded_duration(total, value)
+
+
+def _bounded_duration(seconds: float, value: Any) -> float:
+    # Compared before any conversion: float() of a huge integer overflows.
+    if not seconds <= _MAX_DURATION:
+        shown = _describe(value) if not isinstance(value, str) else _quoted(value)
+        raise ValueError(f"{shown} is too long a duration (at most 100 years)")
+    return float(seconds)
 
 
 # --- The document -----------------------------------------------------------------------------
@@ -346,7 +389,7 @@ class _Parser:
         node.mapping(("name", "type"), ("description", "owner", "tags", "dim"))
         kind = self.kind(node.child("type"))
         dim_node = node.child("dim")
-        dim = dim_node.positive_int() or 0
+        dim = dim_node.positive_int(_MAX_DIM) or 0
         if dim and not kind.is_list:
             dim_node.fail(f"dim applies to list types only, not {kind.name!r}")
         return Feature(
@@ -468,7 +511,7 @@ class _Parser:
         limit = Limit(
             roles=self.role_refs(node.child("roles"), role_names, True),
             max_entities=node.child("max_entities").positive_int(),
-            requests_per_second=node.child("requests_per_second").positive_number(),
+            requests_per_second=node.child("requests_per_second").positive_number(_MIN_RATE),
             burst=node.child("burst").positive_int(),
             index=index,
         )

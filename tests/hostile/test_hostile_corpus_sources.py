@@ -6,6 +6,7 @@ Line numbers are those of tests/fixtures/example/policy.yaml (86 lines; an appen
 from __future__ import annotations
 
 import pytest
+from hostile_support import exercise
 from support import EXAMPLE_POLICY
 
 from featuresidecar_server.policy_yaml import PolicyError, parse_policy
@@ -144,3 +145,83 @@ def test_nasty_structure_is_a_policy_error_that_names_it(case: str) -> None:
 )
 def test_nasty_but_valid_sources_parse(text: str) -> None:
     assert parse_policy(text, SOURCE).project == "demo"
+
+
+# Numbers that parsed before and broke serving later: a view max_age of NaN or infinity
+# crashed the catalog (every call INTERNAL), a huge one broke ListFeatures (int64 seconds); a
+# NaN rule max_age made GetFeatures and ListFeatures INTERNAL; a dim past uint32 broke
+# ListFeatures; a burst past a float broke GetFeatures; a rate of 5e-324 made the retry hint
+# infinite (INTERNAL) and a NaN rate switched the limit off.
+NUMBERS = {
+    "view max_age NaN": (
+        _replaced("max_age: 7d", "max_age: .nan"),
+        f"{SOURCE}:21: catalog.views[0].max_age: a duration must be positive, got float nan",
+    ),
+    "view max_age infinite": (
+        _replaced("max_age: 7d", "max_age: .inf"),
+        f"{SOURCE}:21: catalog.views[0].max_age: float inf is too long a duration "
+        "(at most 100 years)",
+    ),
+    "view max_age of 99999999999999 weeks": (
+        _replaced("max_age: 7d", "max_age: 99999999999999w"),
+        f"{SOURCE}:21: catalog.views[0].max_age: '99999999999999w' is too long a duration "
+        "(at most 100 years)",
+    ),
+    "view max_age of 10**400 seconds": (
+        _replaced("max_age: 7d", "max_age: 1" + "0" * 400),
+        f"{SOURCE}:21: catalog.views[0].max_age: an integer of about 401 digits is too long a "
+        "duration (at most 100 years)",
+    ),
+    "rule max_age NaN": (
+        _replaced("max_age: 6h", "max_age: .nan"),
+        f"{SOURCE}:57: rules[1].max_age: a duration must be positive, got float nan",
+    ),
+    "dim past uint32": (
+        _replaced("dim: 32", "dim: 4294967296"),
+        f"{SOURCE}:26: catalog.views[0].features[3].dim: 4294967296 is too large "
+        "(at most 4294967295)",
+    ),
+    "max_entities past int64": (
+        _replaced("max_entities: 1000", "max_entities: 9223372036854775808"),
+        f"{SOURCE}:62: limits[0].max_entities: 9223372036854775808 is too large "
+        "(at most 9223372036854775807)",
+    ),
+    "burst of 10**400": (
+        _replaced("requests_per_second: 50", "requests_per_second: 50\n    burst: 1" + "0" * 400),
+        f"{SOURCE}:65: limits[1].burst: an integer of about 401 digits is too large "
+        "(at most 9223372036854775807)",
+    ),
+    "requests_per_second NaN": (
+        _replaced("requests_per_second: 50", "requests_per_second: .nan"),
+        f"{SOURCE}:64: limits[1].requests_per_second: expected a positive number, got float nan",
+    ),
+    "requests_per_second infinite": (
+        _replaced("requests_per_second: 50", "requests_per_second: .inf"),
+        f"{SOURCE}:64: limits[1].requests_per_second: expected a finite number, got float inf",
+    ),
+    "requests_per_second 5e-324": (
+        _replaced("requests_per_second: 50", "requests_per_second: 5.0e-324"),
+        f"{SOURCE}:64: limits[1].requests_per_second: 5e-324 is too small (at least 1.15741e-05)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NUMBERS))
+def test_a_number_that_cannot_be_served_is_a_policy_error(case: str) -> None:
+    text, message = NUMBERS[case]
+    with pytest.raises(PolicyError) as error:
+        parse_policy(text, SOURCE)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("max_age: 7d", "max_age: 3153600000"),  # 100 years, in seconds
+        ("dim: 32", "dim: 4294967295"),
+        ("max_entities: 1000", "max_entities: 9223372036854775807"),
+        ("requests_per_second: 50", "requests_per_second: 0.0000116"),  # once a day, about
+    ],
+)
+def test_the_largest_and_smallest_numbers_allowed_are_served(old: str, new: str) -> None:
+    exercise(parse_policy(_replaced(old, new), SOURCE))

@@ -37,7 +37,9 @@ _MAX_COUNT = 2**63 - 1
 _MAX_DIM = 2**32 - 1
 _MAX_DURATION = 100 * 365 * 86400.0
 _MIN_RATE = 1 / 86400  # one request a day
-
+# The parsed copy of a source kept in a bundle holds at most this many values (or ten per
+# character of the source, if more): an alias bomb would otherwise expand to gigabytes.
+_PLAIN_VALUES_FLOOR = 100_000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 # Selector prefixes: a view of one of these names could not be selected as "view:feature".
@@ -218,9 +220,48 @@ def plain_data(text: str) -> Any:
     from . import yaml_lines
 
     try:
-        return yaml_lines.load_plain(text)
+        data = yaml_lines.load_plain(text)
     except yaml_lines.YamlError as exc:
         raise PolicyError(f"not valid YAML: {exc.problem}") from None
+    _check_plain(data, max(_PLAIN_VALUES_FLOOR, 10 * len(text)))
+    return data
+
+
+def _check_plain(data: Any, limit: int) -> None:
+    """PolicyError unless `data`, with every alias expanded, is JSON of at most `limit` values.
+
+    Aliases make a YAML document a graph; written as JSON it becomes a tree, exponentially
+    larger for a bomb, and infinite for an alias inside itself. Counted once per shared node.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        known = sizes.get(id(value))
+        if known is not None:
+            return known
+        if id(value) in open_nodes:
+            raise PolicyError("an alias refers to a node that contains it")
+        open_nodes.add(id(value))
+        total = 1
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise PolicyError(f"keys must be strings, got {_describe(key)}")
+        for child in value.values() if isinstance(value, dict) else value:
+            total += size(child)
+            if total > limit:
+                raise PolicyError(f"aliases expand this document to more than {limit} values")
+        open_nodes.discard(id(value))
+        sizes[id(value)] = total
+        return total
+
+    try:
+        size(data)
+    except RecursionError:
+        raise PolicyError("nested too deeply") from None
 
 
 def parse_policy_data(data: Any, source: str = "policy") -> Policy:

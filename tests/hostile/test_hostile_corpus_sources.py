@@ -6,10 +6,12 @@ Line numbers are those of tests/fixtures/example/policy.yaml (86 lines; an appen
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hostile_support import exercise
 from support import EXAMPLE_POLICY
 
-from featuresidecar_server.policy_yaml import PolicyError, parse_policy
+from featuresidecar_server import bundle_format
+from featuresidecar_server.policy_yaml import PolicyError, parse_policy, plain_data
 
 EXAMPLE = EXAMPLE_POLICY.read_text()
 SOURCE = "hostile.yaml"
@@ -225,3 +227,49 @@ def test_a_number_that_cannot_be_served_is_a_policy_error(case: str) -> None:
 )
 def test_the_largest_and_smallest_numbers_allowed_are_served(old: str, new: str) -> None:
     exercise(parse_policy(_replaced(old, new), SOURCE))
+
+
+# --- the parsed copy a bundle carries ---------------------------------------------------------
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """ "Billion laughs" in an extension key: `levels` lists of `width` aliases each, 9**9
+    strings once every alias is expanded; 4 KB of source."""
+    lines = [f"x-l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for i in range(1, levels + 1):
+        lines.append(f"x-l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    return EXAMPLE + "\n".join(lines) + "\n"
+
+
+PLAIN = {
+    # Before the fix the copy expanded every alias: gigabytes of JSON from 4 KB of YAML.
+    "an alias bomb": (alias_bomb(), "aliases expand this document to more than 100000 values"),
+    # Before the fix json.dumps raised "Circular reference detected" out of bundle_format.build.
+    "an alias inside itself": (
+        _appended("x-r: &a [*a]"),
+        "an alias refers to a node that contains it",
+    ),
+    # Before the fix json.dumps raised TypeError out of bundle_format.build.
+    "a non-string key": (
+        _appended("x-k: {2020-01-01: a}"),
+        "keys must be strings, got date datetime.date(2020, 1, 1)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PLAIN))
+def test_a_source_without_a_plain_copy_is_a_policy_error(case: str) -> None:
+    text, message = PLAIN[case]
+    with pytest.raises(PolicyError) as error:
+        plain_data(text)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("case", list(PLAIN))
+def test_build_leaves_the_plain_copy_out_and_the_bundle_still_verifies(case: str) -> None:
+    text, _ = PLAIN[case]
+    key = Ed25519PrivateKey.generate()
+    data = bundle_format.build(text, 3, key)
+    assert len(data) < 64 * 1024
+    bundle = bundle_format.verify(data, bundle_format.trusted_keys([key.public_key()]))
+    assert (bundle.revision, bundle.policy_source, bundle.policy_data) == (3, text, None)

@@ -69,7 +69,9 @@ class _Node:
         mapping = self.value
         lines = getattr(mapping, "key_lines", None)
         line = lines.get(key, self.line) if lines is not None else self.line
-        path = f"{self.path}.{key}" if self.path else key
+        # An error's key path names a hostile key; it does not repeat all of it.
+        label = key if len(key) <= 80 else key[:77] + "..."
+        path = f"{self.path}.{label}" if self.path else label
         return _Node(mapping.get(key), path, line, self.source)
 
     # Typed accessors ---------------------------------------------------------------------------
@@ -105,12 +107,12 @@ class _Node:
     def name(self) -> str:
         text = self.string()
         if not _NAME.match(text):
-            self.fail(f"{text!r} is not a valid name (letters, digits, '_' and '-')")
+            self.fail(f"{_quoted(text)} is not a valid name (letters, digits, '_' and '-')")
         return text
 
     def strings(self) -> tuple[str, ...]:
         if isinstance(self.value, str):
-            self.fail(f"expected a list of strings, got the string {self.value!r}")
+            self.fail(f"expected a list of strings, got the string {_quoted(self.value)}")
         return tuple(item.string() for item in self.items())
 
     def positive_int(self, maximum: int = _MAX_COUNT) -> int | None:
@@ -300,7 +302,7 @@ class _Parser:
         version_node = root.child("version")
         if version_node.value not in SUPPORTED_VERSIONS or isinstance(version_node.value, bool):
             version_node.fail(
-                f"unsupported format version {version_node.value!r} "
+                f"unsupported format version {_quoted(version_node.value)} "
                 f"(this sidecar reads {', '.join(map(str, SUPPORTED_VERSIONS))})"
             )
         project = root.child("project").name()
@@ -399,7 +401,7 @@ class _Parser:
         for i, entity_name in enumerate(entity_names):
             if entity_name not in entities:
                 list(node.child("entities").items())[i].fail(
-                    f"unknown entity {entity_name!r} (known: {', '.join(sorted(entities))})"
+                    f"unknown entity {_quoted(entity_name)} (known: {', '.join(sorted(entities))})"
                 )
         if len(set(entity_names)) != len(entity_names):
             node.child("entities").fail("an entity is listed twice")
@@ -447,7 +449,7 @@ class _Parser:
         text = node.string()
         kind = KINDS.get(text)
         if kind is None:
-            node.fail(f"unknown type {text!r} (known: {', '.join(KINDS)})")
+            node.fail(f"unknown type {_quoted(text)} (known: {', '.join(KINDS)})")
         return kind
 
     def service(self, node: _Node) -> FeatureServiceDef:
@@ -471,14 +473,16 @@ class _Parser:
             try:
                 selector = parse_selector(text)
             except SelectorError as exc:
-                item.fail(str(exc))
+                # The selector module quotes the whole text; a hostile one can be megabytes.
+                message = str(exc)
+                item.fail(message if len(message) <= 300 else message[:297] + "...")
             if selector.kind == "service":
                 if not allow_services:
                     item.fail("a feature service cannot include another service")
                 if selector.name not in self.services:
-                    item.fail(f"unknown feature service {selector.name!r}")
+                    item.fail(f"unknown feature service {_quoted(selector.name)}")
             if not self.index.select(selector, self.services):
-                item.fail(f"selector {text!r} matches no feature of the catalog")
+                item.fail(f"selector {_quoted(text)} matches no feature of the catalog")
             result.append(selector)
         return result
 
@@ -502,7 +506,7 @@ class _Parser:
             if name == "*" and wildcard:
                 continue
             if name not in role_names:
-                item.fail(f"unknown role {name!r} (known: {', '.join(sorted(role_names))})")
+                item.fail(f"unknown role {_quoted(name)} (known: {', '.join(sorted(role_names))})")
         return names
 
     def rule(self, node: _Node, index: int, role_names: set[str]) -> Rule:
@@ -525,7 +529,7 @@ class _Parser:
         if mask_node.value is not None:
             mask = mask_node.string()
             if mask not in ("hash", "redact"):
-                mask_node.fail(f"unknown mask {mask!r} (expected 'hash' or 'redact')")
+                mask_node.fail(f"unknown mask {_quoted(mask)} (expected 'hash' or 'redact')")
         default: Any = NO_DEFAULT
         if "default" in node.value:
             default = node.value["default"]
@@ -592,11 +596,11 @@ class _Parser:
         feature_node = node.child("feature")
         ref = feature_node.string()
         if ref not in self.index.by_ref:
-            feature_node.fail(f"unknown feature {ref!r}")
+            feature_node.fail(f"unknown feature {_quoted(ref)}")
         expect_node = node.child("expect")
         expect = expect_node.string()
         if expect not in ("allow", "deny", "mask"):
-            expect_node.fail(f"expect must be 'allow', 'deny' or 'mask', not {expect!r}")
+            expect_node.fail(f"expect must be 'allow', 'deny' or 'mask', not {_quoted(expect)}")
         return PolicyTest(ref, expect, principal, groups, index)
 
 

@@ -119,10 +119,25 @@ STRUCTURE = {
         _replaced("project: demo", "project: d\u00e9mo"),
         f"{SOURCE}:8: project: 'd\u00e9mo' is not a valid name (letters, digits, '_' and '-')",
     ),
+    "a 1 MiB name": (
+        _replaced("project: demo", "project: " + "x" * (1 << 20) + "!"),
+        f"{SOURCE}:8: project: '{'x' * 76}... is not a valid name (letters, digits, '_' and '-')",
+    ),
+    "a 1 MiB type": (
+        _replaced("type: int64}", "type: " + "q" * (1 << 20) + "}"),
+        f"{SOURCE}:14: catalog.entities[0].join_keys[0].type: unknown type '{'q' * 76}... "
+        "(known: bytes, bytes_list, string, string_list, int32, int32_list, int64, int64_list, "
+        "double, double_list, float, float_list, bool, bool_list, timestamp, timestamp_list)",
+    ),
     "a 100,000-character unknown key": (
         _replaced("  entities:\n", "  " + "k" * 100_000 + ": 1\n  entities:\n"),
         # libyaml reads a key of more than 1024 characters as no key at all.
         f"{SOURCE}:11: not valid YAML: mapping values are not allowed in this context",
+    ),
+    "a 1,000-character unknown key": (
+        _replaced("version: 1\n", "version: 1\nx" + "k" * 999 + ": 1\n"),
+        f"{SOURCE}:8: {'x' + 'k' * 76}...: unknown key (expected one of: bindings, catalog, "
+        "description, limits, project, roles, rules, tests, version)",
     ),
 }
 

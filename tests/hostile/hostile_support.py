@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import event
-from support import SidecarThread, TokenIssuer, put_entity, settings
+from support import EXAMPLE_POLICY, SidecarThread, TokenIssuer, put_entity, settings
 
 from featuresidecar.v1 import feature_service_pb2 as pb
 from featuresidecar_server import bundle_format
@@ -457,6 +457,15 @@ def exercise(policy: Policy) -> None:
         for _ in range(3):  # the third call of a tight rate limit computes a retry hint
             with contextlib.suppress(ServiceError):
                 asyncio.run(reader.get_features(request, identity, CallRecord()))
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The example policy plus "billion laughs" in extension keys: `levels` lists of `width`
+    aliases each, 9**9 strings once every alias is expanded; about 4 KB of source."""
+    lines = [f"x-l0: &l0 [{', '.join(['lol'] * width)}]"]
+    for i in range(1, levels + 1):
+        lines.append(f"x-l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
+    return EXAMPLE_POLICY.read_text() + "\n".join(lines) + "\n"
 
 
 # --- tokens ------------------------------------------------------------------------------------

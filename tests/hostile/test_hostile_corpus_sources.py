@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hostile_support import exercise
+from hostile_support import alias_bomb, exercise
 from support import EXAMPLE_POLICY
 
 from featuresidecar_server import bundle_format
@@ -245,15 +245,6 @@ def test_the_largest_and_smallest_numbers_allowed_are_served(old: str, new: str)
 
 
 # --- the parsed copy a bundle carries ---------------------------------------------------------
-
-
-def alias_bomb(levels: int = 9, width: int = 9) -> str:
-    """ "Billion laughs" in an extension key: `levels` lists of `width` aliases each, 9**9
-    strings once every alias is expanded; 4 KB of source."""
-    lines = [f"x-l0: &l0 [{', '.join(['lol'] * width)}]"]
-    for i in range(1, levels + 1):
-        lines.append(f"x-l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
-    return EXAMPLE + "\n".join(lines) + "\n"
 
 
 PLAIN = {

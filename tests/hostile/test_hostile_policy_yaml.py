@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hostile_strategies import json_like, mutated_source
 from hostile_support import MiB, alias_bomb, exercise, rss_bytes
 from hypothesis import event, example, given
 from hypothesis import strategies as st
@@ -29,127 +30,6 @@ from featuresidecar_server.policy_yaml import PolicyError, parse_policy
 
 EXAMPLE = EXAMPLE_POLICY.read_text()
 SOURCE = "hostile.yaml"
-
-# Values a careless or hostile author puts where a scalar belongs.
-HOSTILE_SCALARS = (
-    "~",
-    "''",
-    "[]",
-    "{}",
-    "-1",
-    "0",
-    "0.5",
-    "1" * 5000,
-    "99999999999999999999",
-    "9223372036854775808",
-    ".nan",
-    ".inf",
-    "-.inf",
-    "1.0e+400",
-    "5.0e-324",
-    "99999999999999w",
-    "0.000000001s",
-    "-5d",
-    "!!binary AAAA",
-    "!!timestamp 2020-99-99",
-    "!!timestamp nonsense",
-    "2020-13-45",
-    "!!int abc",
-    "!!int ''",
-    "!!float ''",
-    "!!bool maybe",
-    "!!map scalar",
-    "!!seq scalar",
-    "!!set {a, b}",
-    "!!omap [a, b]",
-    "!!python/object/apply:os.system [echo pwned]",
-    "*nowhere",
-    "&anchor value",
-    "{<<: [1]}",
-    '"\\0\\x01\\uFFFF"',
-    '"\\uD800"',
-    "yes",
-    "null",
-    "\u00e9\u4e2d\U0001f600",
-    '"' + "\u00e9" * 3000 + '"',
-    "[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]",
-    "{a: 1, a: 2}",
-    "[*:*]",
-    '"tag:"',
-    '"service:nope"',
-    '"view:"',
-    "'*:*'",
-)
-
-
-@st.composite
-def mutated_example(draw: st.DrawFn) -> str:
-    """The example policy with a few lines deleted, duplicated, swapped, re-indented or given a
-    hostile value."""
-    lines = EXAMPLE.splitlines()
-    for _ in range(draw(st.integers(1, 4))):
-        if not lines:
-            break
-        at = draw(st.integers(0, len(lines) - 1))
-        op = draw(
-            st.sampled_from(
-                (
-                    "value",
-                    "value",
-                    "value",
-                    "delete",
-                    "duplicate",
-                    "swap",
-                    "indent",
-                    "insert",
-                    "cut",
-                )
-            )
-        )
-        line = lines[at]
-        if op == "value" and ":" in line:
-            head = line[: line.index(":") + 1]
-            lines[at] = f"{head} {draw(st.sampled_from(HOSTILE_SCALARS))}"
-        elif op == "delete":
-            del lines[at]
-        elif op == "duplicate":
-            lines.insert(at, line)
-        elif op == "swap":
-            other = draw(st.integers(0, len(lines) - 1))
-            lines[at], lines[other] = lines[other], lines[at]
-        elif op == "indent":
-            lines[at] = draw(st.sampled_from(("  ", "    ", "\t", ""))) + line.lstrip()
-        elif op == "insert":
-            lines.insert(at, draw(st.text(max_size=60)))
-        elif op == "cut":
-            lines = [*lines[:at], line[: draw(st.integers(0, len(line)))]]
-    return "\n".join(lines) + "\n"
-
-
-json_like = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(),
-        st.floats(),
-        st.text(max_size=20),
-        st.sampled_from(("version", "catalog", "views", "features", "*:*", "tag:pii")),
-    ),
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(
-            st.one_of(
-                st.sampled_from(
-                    ("version", "project", "catalog", "entities", "views", "name", "type", "x-a")
-                ),
-                st.text(max_size=10),
-            ),
-            children,
-            max_size=4,
-        ),
-    ),
-    max_leaves=30,
-)
 
 
 def _generated_document(data: object) -> str:
@@ -206,7 +86,7 @@ def check_source(text: str) -> None:
 @example(EXAMPLE + "x-big: " + "1" * 5000 + "\n")
 @example(EXAMPLE + "x-date: 2020-13-45\n")
 @example(EXAMPLE + "x-map: !!map scalar\n")
-@given(text=mutated_example())
+@given(text=mutated_source(EXAMPLE))
 def test_a_mutated_policy_parses_or_fails_with_a_policy_error(text: str) -> None:
     check_source(text)
 
@@ -249,7 +129,7 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 
 @example(text=EXAMPLE)
 @example(text=EXAMPLE + "x-date: 2020-13-45\n")
-@given(text=st.one_of(mutated_example(), generated_policies()))
+@given(text=st.one_of(mutated_source(EXAMPLE), generated_policies()))
 def test_bundle_test_and_build_answer_in_one_line_or_succeed(workdir: Path, text: str) -> None:
     policy = workdir / "policy.yaml"
     policy.write_text(text)

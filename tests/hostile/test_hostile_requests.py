@@ -4,6 +4,7 @@ sidecar: never UNKNOWN or INTERNAL, and an OK answer never shows a protected val
 from __future__ import annotations
 
 import grpc
+from hostile_strategies import mutated_bytes
 from hostile_support import (
     FEATURES,
     GET,
@@ -162,29 +163,6 @@ def test_the_workload_principal_reads_only_what_its_role_allows(
     check_get_answer(get(hostile.unix, message), message, LIMITED_READS)
 
 
-def _mutations(seed: bytes) -> st.SearchStrategy[bytes]:
-    """`seed` with bytes flipped, cut, inserted or duplicated."""
-
-    @st.composite
-    def mutate(draw: st.DrawFn) -> bytes:
-        data = bytearray(seed)
-        for _ in range(draw(st.integers(1, 6))):
-            op = draw(st.sampled_from(("flip", "cut", "insert", "repeat")))
-            at = draw(st.integers(0, len(data)))
-            if op == "flip" and data:
-                at = min(at, len(data) - 1)
-                data[at] ^= draw(st.integers(1, 255))
-            elif op == "cut":
-                del data[at:]
-            elif op == "insert":
-                data[at:at] = draw(st.binary(min_size=1, max_size=16))
-            else:
-                data += data[at:]
-        return bytes(data)
-
-    return mutate()
-
-
 _SEED = _valid(["profile:age", "profile:email", "stats:ctr"], [1, 2, 4], True)
 _SEED.entities["item_id"].string_values.values.extend(["a", "b", "c"])
 SEED = _SEED.SerializeToString()
@@ -194,7 +172,7 @@ SEED = _SEED.SerializeToString()
 @example(b"\xff" * 64)
 @example(b"\x0a\xff\xff\xff\xff\x0f")  # field 1, length 4 GiB
 @example(b"\x1a\x05\x0a\x03\xed\xa0\x80")  # a map key holding a UTF-8-encoded lone surrogate
-@given(body=st.one_of(st.binary(max_size=512), _mutations(SEED)))
+@given(body=st.one_of(st.binary(max_size=512), mutated_bytes(SEED)))
 def test_raw_bytes_as_a_getfeatures_request(hostile: Hostile, body: bytes) -> None:
     answer = call_raw(hostile.unix, GET, body, hostile.alice)
     check_code(answer)
@@ -205,7 +183,7 @@ def test_raw_bytes_as_a_getfeatures_request(hostile: Hostile, body: bytes) -> No
 
 @example(b"\x0a\x03\xed\xa0\x80")
 @example(b"\x12\x80\x80\x80\x80\x10")
-@given(body=st.one_of(st.binary(max_size=256), _mutations(b"\x0a\x07profile\x12\x03pii")))
+@given(body=st.one_of(st.binary(max_size=256), mutated_bytes(b"\x0a\x07profile\x12\x03pii")))
 def test_raw_bytes_as_a_listfeatures_request(hostile: Hostile, body: bytes) -> None:
     answer = call_raw(hostile.unix, LIST, body, hostile.alice)
     check_code(answer)

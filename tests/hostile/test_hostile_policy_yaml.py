@@ -165,7 +165,7 @@ def test_an_alias_bomb_parses_in_bounded_time_and_memory() -> None:
     assert elapsed < 5.0, elapsed
 
 
-_BUILD_BOMB = textwrap.dedent(
+_BUILD = textwrap.dedent(
     """
     import resource, sys, time
     # The child caps its own address space (preexec_fn is unsafe in a threaded parent).
@@ -181,16 +181,14 @@ _BUILD_BOMB = textwrap.dedent(
 )
 
 
-def test_building_a_bundle_of_an_alias_bomb_stays_small(workdir: Path) -> None:
-    """Before the fix, the bundle's parsed copy of the source expanded every alias: a 4 KB
-    policy became a multi-gigabyte bundle. The build runs in a child process with an address
-    space limit, so a regression fails this test instead of the machine."""
-    policy = workdir / "bomb.yaml"
-    policy.write_text(alias_bomb())
-    out = workdir / "bomb.json"
+def _build_in_child(workdir: Path, name: str, text: str) -> tuple[int, float, Path]:
+    """Peak RSS and seconds of 'bundle build' of `text` in a child process."""
+    policy = workdir / f"{name}.yaml"
+    policy.write_text(text)
+    out = workdir / f"{name}.json"
     key = str(workdir / "private.pem")
     result = subprocess.run(
-        [sys.executable, "-c", _BUILD_BOMB, str(policy), key, str(out), str(1024 * MiB)],
+        [sys.executable, "-c", _BUILD, str(policy), key, str(out), str(1024 * MiB)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -198,8 +196,19 @@ def test_building_a_bundle_of_an_alias_bomb_stays_small(workdir: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     code, peak, seconds = result.stdout.splitlines()[-1].split()
     assert code == "0", result.stderr
-    assert int(peak) < 200 * MiB, f"peak RSS {int(peak) / MiB:.0f} MiB"
-    assert float(seconds) < 10.0
+    return int(peak), float(seconds), out
+
+
+def test_building_a_bundle_of_an_alias_bomb_stays_small(workdir: Path) -> None:
+    """Before the fix, the bundle's parsed copy of the source expanded every alias: a 4 KB
+    policy became a multi-gigabyte bundle. The build runs in a child process with an address
+    space limit, so a regression fails this test instead of the machine; its peak is compared
+    with building the plain example (the command's imports alone take most of it)."""
+    plain_peak, _, _ = _build_in_child(workdir, "plain", EXAMPLE)
+    bomb_peak, seconds, out = _build_in_child(workdir, "bomb", alias_bomb())
+    grown = bomb_peak - plain_peak
+    assert grown < 50 * MiB, f"the bomb's build peaked {grown / MiB:.0f} MiB above the plain one"
+    assert seconds < 10.0
     assert out.stat().st_size < 64 * 1024
     # The parsed copy is left out; a sidecar activates from the YAML source, which shares aliases.
     assert bundle_format.read_unverified(out.read_bytes())[0].policy_data is None

@@ -18,7 +18,16 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from hostile_support import ALICE, Hostile, b64url, check_code, check_get_answer, get, good_claims
+from hostile_support import (
+    ALICE,
+    Hostile,
+    b64url,
+    check_code,
+    check_get_answer,
+    get,
+    good_claims,
+    sign,
+)
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -47,13 +56,6 @@ STRANGERS = _strangers()
 def _trusted(hostile: Hostile) -> dict[str, Any]:
     issuers = hostile.issuers
     return {"RS256": issuers.rsa.private, "ES256": issuers.ec.private, "EdDSA": issuers.ed.private}
-
-
-def sign(alg: str, key: Any, header: bytes, claims: bytes) -> str:
-    """A compact JWS over exactly these header and claims bytes."""
-    signing_input = f"{b64url(header)}.{b64url(claims)}".encode("ascii")
-    signature = jwt.get_algorithm_by_name(alg).sign(signing_input, key)
-    return f"{signing_input.decode('ascii')}.{b64url(signature)}"
 
 
 @dataclass(frozen=True)

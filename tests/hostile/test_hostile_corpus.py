@@ -188,41 +188,50 @@ REQUESTS: dict[str, tuple[pb.GetFeaturesRequest, grpc.StatusCode, str]] = {
 }
 # Hostile lengths: the message must name the problem without repeating the input (defect 2:
 # today the echo overflows gRPC's trailing metadata and the caller gets RESOURCE_EXHAUSTED).
-LONG_REQUESTS: dict[str, tuple[pb.GetFeaturesRequest, grpc.StatusCode, str]] = {
+# (request, code, how the message starts, what else it says); how much of the input the fixed
+# message quotes is the fix's choice, so only the field and the problem are pinned.
+LONG_REQUESTS: dict[str, tuple[pb.GetFeaturesRequest, grpc.StatusCode, str, str]] = {
     "a 20,000-character unknown feature": (
         req([f"profile:{LONG}"]),
         grpc.StatusCode.NOT_FOUND,
-        "features[0]: view 'profile' has no feature 'xxx",
+        "features[0]: view 'profile' has no feature ",
+        "",
     ),
     "a 20,000-character unknown view": (
         req([f"{LONG}:age"]),
         grpc.StatusCode.NOT_FOUND,
-        "features[0]: unknown feature view 'xxx",
+        "features[0]: unknown feature view ",
+        "",
     ),
     "a 20,000-character reference without a colon": (
         req([LONG]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "features[0]: 'xxx",
+        "features[0]: ",
+        "is not a feature reference of the form 'view:feature'",
     ),
     "a 20,000-character unknown join key": (
         req(["profile:age"], {"user_id": [1], LONG: [1]}),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "entities.xxx",
+        "entities.",
+        "unknown join key",
     ),
     "a 1 MiB join key": (
         req(["profile:age"], {"user_id": [1], "k" * (1 << 20): [1]}),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "entities.kkk",
+        "entities.",
+        "unknown join key",
     ),
     "a 20,000-character unknown feature service": (
         req(service=LONG),
         grpc.StatusCode.NOT_FOUND,
-        "feature_service: unknown feature service 'xxx",
+        "feature_service: unknown feature service ",
+        "",
     ),
     "a 3,000-character non-ASCII feature name": (
         req(["profile:" + "\u00e9" * 3000]),
         grpc.StatusCode.NOT_FOUND,
-        "features[0]: view 'profile' has no feature '\u00e9\u00e9\u00e9",
+        "features[0]: view 'profile' has no feature ",
+        "",
     ),
 }
 
@@ -240,10 +249,11 @@ def test_a_nasty_request_gets_its_exact_code_and_message(hostile: Hostile, case:
 @DEFECT_2
 @pytest.mark.parametrize("case", list(LONG_REQUESTS))
 def test_a_hostile_length_is_named_not_echoed(hostile: Hostile, case: str) -> None:
-    message, code, start = LONG_REQUESTS[case]
+    message, code, start, problem = LONG_REQUESTS[case]
     answer = get(hostile.unix, message, hostile.alice)
     assert answer.code == code, (answer.code, answer.details[:200])
     assert answer.details.startswith(start), answer.details[:200]
+    assert problem in answer.details, answer.details[:200]
     assert len(answer.details) <= MESSAGE_BOUND
 
 
@@ -252,7 +262,7 @@ def test_a_20000_character_listfeatures_view_is_named_not_echoed(hostile: Hostil
     body = pb.ListFeaturesRequest(view=LONG).SerializeToString()
     answer = call_raw(hostile.unix, LIST, body, hostile.alice)
     assert answer.code == grpc.StatusCode.NOT_FOUND, (answer.code, answer.details[:200])
-    assert answer.details.startswith("view: unknown feature view 'xxx")
+    assert answer.details.startswith("view: unknown feature view ")
     assert len(answer.details) <= MESSAGE_BOUND
 
 
@@ -517,7 +527,7 @@ def test_a_token_whose_alg_does_not_fit_its_key_type_is_unauthenticated(
     token = sign(alg, key, header, json.dumps(good_claims()).encode())
     answer = get(hostile.unix, AGE_AND_CTR, [("authorization", f"Bearer {token}")])
     assert answer.code == grpc.StatusCode.UNAUTHENTICATED, (answer.code, answer.details)
-    assert answer.details.startswith("token ")
+    assert "token" in answer.details.lower(), answer.details
 
 
 @pytest.mark.xfail(

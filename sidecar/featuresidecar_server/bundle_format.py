@@ -19,6 +19,7 @@ import binascii
 import contextlib
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .policy_yaml import PolicyError, plain_data
 
 FORMAT = "feature-sidecar-bundle/1"
+# Revisions travel as int64 (policy_revision on the wire).
+MAX_REVISION = 2**63 - 1
+# A JSON escape of a UTF-16 surrogate: how a lone surrogate gets into a payload, which no
+# encoder of UTF-8 text writes. Only payloads that hold one are checked closely.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# Key ids named in an "untrusted key" rejection: enough to recognise a key, bounded for hostile
+# bundles that carry thousands of signatures.
+_NAMED_KEY_IDS = 5
 
 
 class BundleError(ValueError):
@@ -119,8 +128,8 @@ def build(
     The payload also carries the source parsed to plain data (`data`), so a sidecar activates
     a large catalog from JSON rather than YAML: several times faster and lighter.
     """
-    if revision < 0:
-        raise ValueError("revision must not be negative")
+    if not 0 <= revision <= MAX_REVISION:
+        raise ValueError(f"revision must be between 0 and {MAX_REVISION}")
     fields: dict[str, Any] = {
         "revision": revision,
         "built_at": (built_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -224,8 +233,12 @@ def _content(payload: bytes, key_used: str) -> Bundle:
         built_at = fields.get("built_at", "")
         if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
             raise ValueError("revision must be a non-negative integer")
+        if revision > MAX_REVISION:
+            # Served as int64: a larger one made every ListFeatures fail after activation.
+            raise ValueError(f"revision must be at most {MAX_REVISION}")
         if not isinstance(source, str) or not isinstance(digest, str):
             raise ValueError("policy and digest must be strings")
+        _check_unicode(payload, fields)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BundleError("parse", f"the bundle payload is corrupt: {_short(exc)}") from None
     if content_digest(source) != digest:
@@ -233,6 +246,18 @@ def _content(payload: bytes, key_used: str) -> Bundle:
     return Bundle(
         revision, str(built_at), digest, source, key_used, bool(key_used), fields.get("data")
     )
+
+
+def _check_unicode(payload: bytes, fields: Any) -> None:
+    """ValueError when a string of the payload holds a lone surrogate (a JSON escape such as
+    \\ud800): such text cannot be encoded, so its digest, a gRPC message or a status line
+    built from it would fail later instead of the bundle being refused now."""
+    if _SURROGATE_ESCAPE.search(payload) is None:
+        return
+    try:
+        json.dumps(fields, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("it holds text that is not valid Unicode (a lone surrogate)") from None
 
 
 def _check_signatures(
@@ -260,10 +285,14 @@ def _check_signatures(
         return keyid
     if failed:
         raise BundleError("signature", f"the signature by key {failed[0]} does not verify")
-    raise BundleError(
-        "signature", f"the bundle is signed by an untrusted key ({', '.join(unknown) or 'none'})"
-    )
+    named = ", ".join(keyid[:32] for keyid in unknown[:_NAMED_KEY_IDS]) or "none"
+    if len(unknown) > _NAMED_KEY_IDS:
+        named += f" and {len(unknown) - _NAMED_KEY_IDS} more"
+    raise BundleError("signature", f"the bundle is signed by an untrusted key ({named})")
 
 
 def _short(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        # str() of a KeyError is only the key's repr: "'digest'" says nothing on its own.
+        return f"{str(exc)[:60]} is missing"
     return (str(exc) or type(exc).__name__).splitlines()[0][:160]

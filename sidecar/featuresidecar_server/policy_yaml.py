@@ -6,6 +6,7 @@ Every error names the key path and the line, e.g.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -29,6 +30,16 @@ from .selectors import FeatureIndex, Selector, SelectorError, parse_selector
 from .valuetypes import JOIN_KEY_KINDS, KINDS, ValueKind
 
 SUPPORTED_VERSIONS = (1,)
+# Bounds that keep every number of a valid policy servable: counts fit int64 (and a burst a
+# float), a dimension fits the wire's uint32, a duration in nanoseconds fits int64 with room
+# (100 years), and a rate's retry hint stays a finite number of milliseconds.
+_MAX_COUNT = 2**63 - 1
+_MAX_DIM = 2**32 - 1
+_MAX_DURATION = 100 * 365 * 86400.0
+_MIN_RATE = 1 / 86400  # one request a day
+# The parsed copy of a source kept in a bundle holds at most this many values (or ten per
+# character of the source, if more): an alias bomb would otherwise expand to gigabytes.
+_PLAIN_VALUES_FLOOR = 100_000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 # Selector prefixes: a view of one of these names could not be selected as "view:feature".
@@ -58,7 +69,9 @@ class _Node:
         mapping = self.value
         lines = getattr(mapping, "key_lines", None)
         line = lines.get(key, self.line) if lines is not None else self.line
-        path = f"{self.path}.{key}" if self.path else key
+        # An error's key path names a hostile key; it does not repeat all of it.
+        label = key if len(key) <= 80 else key[:77] + "..."
+        path = f"{self.path}.{label}" if self.path else label
         return _Node(mapping.get(key), path, line, self.source)
 
     # Typed accessors ---------------------------------------------------------------------------
@@ -94,27 +107,35 @@ class _Node:
     def name(self) -> str:
         text = self.string()
         if not _NAME.match(text):
-            self.fail(f"{text!r} is not a valid name (letters, digits, '_' and '-')")
+            self.fail(f"{_quoted(text)} is not a valid name (letters, digits, '_' and '-')")
         return text
 
     def strings(self) -> tuple[str, ...]:
         if isinstance(self.value, str):
-            self.fail(f"expected a list of strings, got the string {self.value!r}")
+            self.fail(f"expected a list of strings, got the string {_quoted(self.value)}")
         return tuple(item.string() for item in self.items())
 
-    def positive_int(self) -> int | None:
+    def positive_int(self, maximum: int = _MAX_COUNT) -> int | None:
         if self.value is None:
             return None
         if isinstance(self.value, bool) or not isinstance(self.value, int) or self.value <= 0:
             self.fail(f"expected a positive integer, got {_describe(self.value)}")
+        if self.value > maximum:
+            self.fail(f"{_short_number(self.value)} is too large (at most {maximum})")
         return self.value
 
-    def positive_number(self) -> float | None:
+    def positive_number(self, minimum: float = 0.0) -> float | None:
         if self.value is None:
             return None
         value = self.value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             self.fail(f"expected a positive number, got {_describe(value)}")
+        if not math.isfinite(value):
+            self.fail(f"expected a finite number, got {_describe(value)}")
+        if value > _MAX_COUNT:
+            self.fail(f"{_describe(value)} is too large (at most {_MAX_COUNT})")
+        if value < minimum:
+            self.fail(f"{value!r} is too small (at least {minimum:.6g})")
         return float(value)
 
     def duration(self) -> float | None:
@@ -133,17 +154,34 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"int {value}" if -(10**30) < value < 10**30 else _short_number(value)
+    return f"{type(value).__name__} {_quoted(value)}"
+
+
+def _short_number(value: int) -> str:
+    if -(10**30) < value < 10**30:
+        return str(value)
+    # str() of an integer past 4300 digits raises; its bit length tells the size well enough.
+    digits = int(abs(value).bit_length() * math.log10(2)) + 1
+    return f"an integer of about {digits} digits"
+
+
+def _quoted(value: Any) -> str:
+    """repr() of a value, cut short: a message names the value, it does not repeat a hostile
+    megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_duration(value: Any) -> float:
     """Seconds from ``"7d"``, ``"1h30m"``, ``"500ms"`` or a plain number of seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '6h' or '7d', got {value!r}")
+        raise ValueError(f"expected a duration such as '6h' or '7d', got {_quoted(value)}")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"a duration must be positive, got {value!r}")
-        return float(value)
+        if not value > 0:
+            raise ValueError(f"a duration must be positive, got {_describe(value)}")
+        return _bounded_duration(value, value)
     if not isinstance(value, str):
         raise ValueError(f"expected a duration such as '6h' or '7d', got {_describe(value)}")
     text = value.strip()
@@ -155,11 +193,20 @@ def parse_duration(value: Any) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(
-            f"{value!r} is not a duration (use a number with a unit: ms, s, m, h, d, w; e.g. '6h')"
+            f"{_quoted(value)} is not a duration "
+            "(use a number with a unit: ms, s, m, h, d, w; e.g. '6h')"
         )
     if total <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
-    return total
+        raise ValueError(f"a duration must be positive, got {_quoted(value)}")
+    return _bounded_duration(total, value)
+
+
+def _bounded_duration(seconds: float, value: Any) -> float:
+    # Compared before any conversion: float() of a huge integer overflows.
+    if not seconds <= _MAX_DURATION:
+        shown = _describe(value) if not isinstance(value, str) else _quoted(value)
+        raise ValueError(f"{shown} is too long a duration (at most 100 years)")
+    return float(seconds)
 
 
 # --- The document -----------------------------------------------------------------------------
@@ -175,9 +222,48 @@ def plain_data(text: str) -> Any:
     from . import yaml_lines
 
     try:
-        return yaml_lines.load_plain(text)
+        data = yaml_lines.load_plain(text)
     except yaml_lines.YamlError as exc:
         raise PolicyError(f"not valid YAML: {exc.problem}") from None
+    _check_plain(data, max(_PLAIN_VALUES_FLOOR, 10 * len(text)))
+    return data
+
+
+def _check_plain(data: Any, limit: int) -> None:
+    """PolicyError unless `data`, with every alias expanded, is JSON of at most `limit` values.
+
+    Aliases make a YAML document a graph; written as JSON it becomes a tree, exponentially
+    larger for a bomb, and infinite for an alias inside itself. Counted once per shared node.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        known = sizes.get(id(value))
+        if known is not None:
+            return known
+        if id(value) in open_nodes:
+            raise PolicyError("an alias refers to a node that contains it")
+        open_nodes.add(id(value))
+        total = 1
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    raise PolicyError(f"keys must be strings, got {_describe(key)}")
+        for child in value.values() if isinstance(value, dict) else value:
+            total += size(child)
+            if total > limit:
+                raise PolicyError(f"aliases expand this document to more than {limit} values")
+        open_nodes.discard(id(value))
+        sizes[id(value)] = total
+        return total
+
+    try:
+        size(data)
+    except RecursionError:
+        raise PolicyError("nested too deeply") from None
 
 
 def parse_policy_data(data: Any, source: str = "policy") -> Policy:
@@ -216,7 +302,7 @@ class _Parser:
         version_node = root.child("version")
         if version_node.value not in SUPPORTED_VERSIONS or isinstance(version_node.value, bool):
             version_node.fail(
-                f"unsupported format version {version_node.value!r} "
+                f"unsupported format version {_quoted(version_node.value)} "
                 f"(this sidecar reads {', '.join(map(str, SUPPORTED_VERSIONS))})"
             )
         project = root.child("project").name()
@@ -315,7 +401,7 @@ class _Parser:
         for i, entity_name in enumerate(entity_names):
             if entity_name not in entities:
                 list(node.child("entities").items())[i].fail(
-                    f"unknown entity {entity_name!r} (known: {', '.join(sorted(entities))})"
+                    f"unknown entity {_quoted(entity_name)} (known: {', '.join(sorted(entities))})"
                 )
         if len(set(entity_names)) != len(entity_names):
             node.child("entities").fail("an entity is listed twice")
@@ -346,7 +432,7 @@ class _Parser:
         node.mapping(("name", "type"), ("description", "owner", "tags", "dim"))
         kind = self.kind(node.child("type"))
         dim_node = node.child("dim")
-        dim = dim_node.positive_int() or 0
+        dim = dim_node.positive_int(_MAX_DIM) or 0
         if dim and not kind.is_list:
             dim_node.fail(f"dim applies to list types only, not {kind.name!r}")
         return Feature(
@@ -363,7 +449,7 @@ class _Parser:
         text = node.string()
         kind = KINDS.get(text)
         if kind is None:
-            node.fail(f"unknown type {text!r} (known: {', '.join(KINDS)})")
+            node.fail(f"unknown type {_quoted(text)} (known: {', '.join(KINDS)})")
         return kind
 
     def service(self, node: _Node) -> FeatureServiceDef:
@@ -387,14 +473,16 @@ class _Parser:
             try:
                 selector = parse_selector(text)
             except SelectorError as exc:
-                item.fail(str(exc))
+                # The selector module quotes the whole text; a hostile one can be megabytes.
+                message = str(exc)
+                item.fail(message if len(message) <= 300 else message[:297] + "...")
             if selector.kind == "service":
                 if not allow_services:
                     item.fail("a feature service cannot include another service")
                 if selector.name not in self.services:
-                    item.fail(f"unknown feature service {selector.name!r}")
+                    item.fail(f"unknown feature service {_quoted(selector.name)}")
             if not self.index.select(selector, self.services):
-                item.fail(f"selector {text!r} matches no feature of the catalog")
+                item.fail(f"selector {_quoted(text)} matches no feature of the catalog")
             result.append(selector)
         return result
 
@@ -418,7 +506,7 @@ class _Parser:
             if name == "*" and wildcard:
                 continue
             if name not in role_names:
-                item.fail(f"unknown role {name!r} (known: {', '.join(sorted(role_names))})")
+                item.fail(f"unknown role {_quoted(name)} (known: {', '.join(sorted(role_names))})")
         return names
 
     def rule(self, node: _Node, index: int, role_names: set[str]) -> Rule:
@@ -441,7 +529,7 @@ class _Parser:
         if mask_node.value is not None:
             mask = mask_node.string()
             if mask not in ("hash", "redact"):
-                mask_node.fail(f"unknown mask {mask!r} (expected 'hash' or 'redact')")
+                mask_node.fail(f"unknown mask {_quoted(mask)} (expected 'hash' or 'redact')")
         default: Any = NO_DEFAULT
         if "default" in node.value:
             default = node.value["default"]
@@ -468,7 +556,7 @@ class _Parser:
         limit = Limit(
             roles=self.role_refs(node.child("roles"), role_names, True),
             max_entities=node.child("max_entities").positive_int(),
-            requests_per_second=node.child("requests_per_second").positive_number(),
+            requests_per_second=node.child("requests_per_second").positive_number(_MIN_RATE),
             burst=node.child("burst").positive_int(),
             index=index,
         )
@@ -508,11 +596,11 @@ class _Parser:
         feature_node = node.child("feature")
         ref = feature_node.string()
         if ref not in self.index.by_ref:
-            feature_node.fail(f"unknown feature {ref!r}")
+            feature_node.fail(f"unknown feature {_quoted(ref)}")
         expect_node = node.child("expect")
         expect = expect_node.string()
         if expect not in ("allow", "deny", "mask"):
-            expect_node.fail(f"expect must be 'allow', 'deny' or 'mask', not {expect!r}")
+            expect_node.fail(f"expect must be 'allow', 'deny' or 'mask', not {_quoted(expect)}")
         return PolicyTest(ref, expect, principal, groups, index)
 
 

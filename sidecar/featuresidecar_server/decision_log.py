@@ -27,6 +27,8 @@ log = logging.getLogger("featuresidecar.decision_log")
 # A Python int or short str and its list slot, beyond its bytes on the wire; and one line.
 _PER_ID = 64
 _PER_LINE = 512
+# Lines are written once this many characters are formatted (and at the end of each pass).
+_CHUNK = 1 << 20
 # Entity ids longer than this are hashed each time: remembering them would let callers fill
 # the memory of the hash cache with long ids.
 _REMEMBERED_ID = 256
@@ -144,33 +146,44 @@ class DecisionLog:
         pending = self._pending
         while True:
             stopping = self._stopping.wait(self._interval)
-            lines = []
-            cost = 0
+            lines: list[str] = []
+            size = cost = 0
             slice_end = time.perf_counter() + _SLICE
             while pending:
-                stamp, outcome, size = pending.popleft()
-                lines.append(self.line(stamp, outcome) + "\n")
-                cost += size
+                stamp, outcome, held = pending.popleft()
+                line = self.line(stamp, outcome) + "\n"
+                lines.append(line)
+                size += len(line)
+                cost += held
+                if size >= _CHUNK:
+                    # Written in chunks: formatted lines are copies of what the queue counts,
+                    # and a reader that does not read must not make them pile up.
+                    self._write(lines, cost)
+                    lines, size, cost = [], 0, 0
                 if time.perf_counter() > slice_end and not stopping:
                     # Formatting holds the GIL: after a short slice, step aside so that a call
                     # waiting for the serving thread is not held up for a millisecond.
                     time.sleep(_PAUSE)
                     slice_end = time.perf_counter() + _SLICE
             if lines:
-                self.writing = len(lines)
-                try:
-                    # Whole lines only: a reader never sees half a line.
-                    self.stream.write("".join(lines))
-                    self.stream.flush()
-                    self.written += len(lines)
-                except (OSError, ValueError) as exc:
-                    log.error("decision log write failed", extra={"detail": str(exc)})
-                self.writing = 0
-                del lines
-                with self._bytes_lock:
-                    self._bytes -= cost
+                self._write(lines, cost)
             if stopping:
                 return
+
+    def _write(self, lines: list[str], cost: int) -> None:
+        """Writes whole lines (a reader never sees half a line), then frees their bytes in the
+        queue's count."""
+        self.writing = len(lines)
+        try:
+            self.stream.write("".join(lines))
+            self.stream.flush()
+            self.written += len(lines)
+        except (OSError, ValueError) as exc:
+            log.error("decision log write failed", extra={"detail": str(exc)})
+        self.writing = 0
+        lines.clear()
+        with self._bytes_lock:
+            self._bytes -= cost
 
     def line(self, stamp: float, outcome: CallOutcome) -> str:
         record = outcome.record

@@ -1,8 +1,8 @@
 """The fixed corpus of nasty calls against one real sidecar: each case, its exact code and a
 message that names the problem. Not random: these are the cases someone will send.
 
-Cases that hit a defect being fixed in another branch are xfail(strict): they turn red once the
-fix lands here, and the mark comes off.
+Cases of the hardening issue's defects (a token whose algorithm does not fit its key, echoed
+input, odd event times, the mask secret, long kid/alg) pin the fixes.
 """
 
 from __future__ import annotations
@@ -49,19 +49,6 @@ LONG = "x" * 20_000
 # What the sidecar may answer about a hostile input of any length; defect 2's fix cuts echoed
 # input to a bounded length (this bound is generous on purpose).
 MESSAGE_BOUND = 1024
-
-DEFECT_1 = pytest.mark.xfail(
-    strict=True, reason="defect 1 of the hardening issue, fixed in another branch"
-)
-DEFECT_2 = pytest.mark.xfail(
-    strict=True, reason="defect 2 of the hardening issue, fixed in another branch"
-)
-DEFECT_3 = pytest.mark.xfail(
-    strict=True, reason="defect 3 of the hardening issue, fixed in another branch"
-)
-DEFECT_4 = pytest.mark.xfail(
-    strict=True, reason="defect 4 of the hardening issue, fixed in another branch"
-)
 
 
 def req(
@@ -246,7 +233,6 @@ def test_a_nasty_request_gets_its_exact_code_and_message(hostile: Hostile, case:
     _check_error(get(hostile.unix, message, hostile.alice), code, details)
 
 
-@DEFECT_2
 @pytest.mark.parametrize("case", list(LONG_REQUESTS))
 def test_a_hostile_length_is_named_not_echoed(hostile: Hostile, case: str) -> None:
     message, code, start, problem = LONG_REQUESTS[case]
@@ -257,7 +243,6 @@ def test_a_hostile_length_is_named_not_echoed(hostile: Hostile, case: str) -> No
     assert len(answer.details) <= MESSAGE_BOUND
 
 
-@DEFECT_2
 def test_a_20000_character_listfeatures_view_is_named_not_echoed(hostile: Hostile) -> None:
     body = pb.ListFeaturesRequest(view=LONG).SerializeToString()
     answer = call_raw(hostile.unix, LIST, body, hostile.alice)
@@ -514,7 +499,6 @@ def test_an_odd_but_valid_token_identifies_its_caller(
     check_get_answer(answer, AGE_AND_CTR)
 
 
-@DEFECT_1
 @pytest.mark.parametrize(
     ("alg", "kid"),
     [("ES256", "rsa-key"), ("RS256", "ec-key"), ("RS256", "ed-key"), ("ES256", "ed-key")],
@@ -530,11 +514,6 @@ def test_a_token_whose_alg_does_not_fit_its_key_type_is_unauthenticated(
     assert "token" in answer.details.lower(), answer.details
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the hostile suite: authn echoes a token's kid and alg in full (the class "
-    "of defect 2 of the hardening issue, in the identity code); not fixed in this branch",
-)
 @pytest.mark.parametrize("field", ["kid", "alg"])
 def test_a_5000_character_kid_or_alg_is_named_not_echoed(hostile: Hostile, field: str) -> None:
     token = _rs256(hostile, {**RSA, field: "k" * 5000})
@@ -563,7 +542,6 @@ def odd_event_times(hostile: Hostile) -> Hostile:
     return hostile
 
 
-@DEFECT_3
 @pytest.mark.parametrize("case", list(EVENT_TIMES))
 @pytest.mark.parametrize("feature", ["profile:age", "stats:ctr"], ids=["no max_age", "max_age"])
 def test_a_stored_event_time_past_int64_nanoseconds_is_served(
@@ -579,7 +557,6 @@ def test_a_stored_event_time_past_int64_nanoseconds_is_served(
 # --- the mask secret ----------------------------------------------------------------------------
 
 
-@DEFECT_4
 def test_a_hash_mask_is_never_served_with_a_key_derived_from_the_public_bundle_alone(
     tmp_path: Path, redis_server: LocalRedis, sidecar_factory: Callable[..., Any]
 ) -> None:

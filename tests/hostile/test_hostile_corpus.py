@@ -36,7 +36,7 @@ from hostile_support import (
     secret_values,
     sign,
 )
-from support import column_values, statuses
+from support import column_values, request, statuses
 
 from featuresidecar.v1 import feature_service_pb2 as pb
 from featuresidecar_server import bundle_format
@@ -58,16 +58,9 @@ def req(
     service: str = "",
     partial: bool = False,
 ) -> pb.GetFeaturesRequest:
-    message = pb.GetFeaturesRequest(
-        features=list(features), feature_service=service, allow_partial=partial
-    )
-    for name, values in ({"user_id": [1]} if entities is None else entities).items():
-        column = message.entities[name]
-        if values and isinstance(values[0], str):
-            column.string_values.values.extend(values)  # type: ignore[arg-type]
-        else:
-            column.int64_values.values.extend(values)  # type: ignore[arg-type]
-    return message
+    """`support.request`, for user 1 unless told otherwise."""
+    rows = {"user_id": [1]} if entities is None else entities
+    return request(features, rows, service=service, allow_partial=partial)
 
 
 def _without_values(message: pb.GetFeaturesRequest, key: str) -> pb.GetFeaturesRequest:

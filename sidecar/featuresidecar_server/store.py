@@ -59,16 +59,23 @@ class RedisStore:
         self._listener = listener
 
     async def fetch(self, payload: bytes, count: int, timeout: float | None = None) -> list[Any]:
-        """The replies of `count` packed commands, in order.
+        """The replies of `count` packed HMGET commands, in order.
 
-        `timeout` (what is left of the caller's deadline) shortens the store's own timeout.
+        `timeout` (what is left of the caller's deadline) shortens the store's own timeout. A
+        reply that is not an array is garbage from the server: Unavailable, like a lost
+        connection, never handed on.
         """
+        return await self._round_trip(payload, count, timeout, arrays=True)
+
+    async def _round_trip(
+        self, payload: bytes, count: int, timeout: float | None, *, arrays: bool
+    ) -> list[Any]:
         limit = self.timeout if timeout is None else min(self.timeout, timeout)
         if limit <= 0:
             raise DeadlineExceeded("the call's deadline passed before Redis was asked")
         start = time.perf_counter()
         try:
-            replies = await self._pool.execute(payload, count, limit)
+            replies = await self._pool.execute(payload, count, limit, arrays=arrays)
         except TimeoutError:
             if limit < self.timeout:
                 # The caller's own short deadline says nothing about Redis's health.
@@ -88,7 +95,7 @@ class RedisStore:
         return replies
 
     async def ping(self) -> None:
-        await self.fetch(_PING, 1)
+        await self._round_trip(_PING, 1, None, arrays=False)
 
     async def close(self) -> None:
         await self._pool.close()

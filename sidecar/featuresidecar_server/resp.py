@@ -5,9 +5,11 @@ replies come back in order, so each call waits only for its own. A call that giv
 leaves its place in the queue and its replies are dropped when they arrive, so the connection
 stays usable; a connection that keeps stalling is closed and opened again.
 
-A server that is not a sound Redis (bytes that are not RESP, a reply that never ends, a string
-where HMGET's array belongs) cannot be trusted with the rest of the stream: the connection is
-closed, its calls fail with RespConnectionError saying why, and the next call opens a new one.
+A server that is not a sound Redis (bytes that are not RESP, a reply too many or too few, a
+reply that never ends) cannot be trusted with the rest of the stream: the connection is closed,
+its calls fail with RespConnectionError saying why, and the next call opens a new one. Each
+batch of commands ends with a PING of its own token, so that replies out of step with their
+commands are noticed instead of being handed to another call.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def pack_args(args: tuple[bytes, ...] | list[bytes]) -> bytes:
 
 
 class _Waiter:
-    __slots__ = ("arrays", "count", "deadline", "future", "replies", "sent")
+    __slots__ = ("arrays", "count", "deadline", "future", "replies", "sent", "token")
 
     def __init__(
         self,
@@ -124,6 +126,7 @@ class _Waiter:
         sent: float,
         deadline: float,
         arrays: bool,
+        token: bytes | None,
     ) -> None:
         self.future = future
         self.count = count
@@ -132,6 +135,11 @@ class _Waiter:
         self.deadline = deadline
         # Whether every reply must be an array (or an error), as HMGET's are.
         self.arrays = arrays
+        # What the PING after the commands must answer; None once it did (or with no PING).
+        self.token = token
+
+
+_OUT_OF_STEP = "its replies do not match the commands sent (one is missing or repeated)"
 
 
 def _kind(reply: Any) -> str:
@@ -151,6 +159,7 @@ class _Protocol(asyncio.Protocol):
         self.lost: RespConnectionError | None = None
         self.loop = asyncio.get_running_loop()
         self.outgoing: list[bytes] = []
+        self.tokens = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -172,12 +181,28 @@ class _Protocol(asyncio.Protocol):
                         and type(reply) is not list
                         and not isinstance(reply, RespReplyError)
                     ):
-                        self.abandon(f"HMGET was answered with {_kind(reply)}, not an array")
+                        self.abandon(
+                            _OUT_OF_STEP
+                            if reply == head.token
+                            else f"HMGET was answered with {_kind(reply)}, not an array"
+                        )
                         return
                     head.replies.append(reply)
+                if head.token is not None:
+                    reply = reader.gets()
+                    if reply is False:
+                        self._wait_for_more()
+                        return
+                    # An error (e.g. LOADING) answers the PING too: the stream is in step.
+                    if reply != head.token and not isinstance(reply, RespReplyError):
+                        self.abandon(_OUT_OF_STEP)
+                        return
+                    head.token = None
                 waiters.popleft()
                 if not head.future.done():
                     head.future.set_result(head.replies)
+            if reader.has_data():
+                self.abandon("it sent a reply no command asked for")
         except hiredis.ProtocolError as exc:
             self.abandon(f"its reply is not RESP ({exc})")
         except MemoryError:
@@ -218,15 +243,26 @@ class _Protocol(asyncio.Protocol):
         timeout: float = 3600.0,
         *,
         arrays: bool = False,
+        checked: bool = True,
     ) -> asyncio.Future[list[Any]]:
+        """Sends `count` packed commands; the future gets their replies. `checked` adds a PING
+        with a token of its own, which must come back right after the replies: RESP2 replies
+        carry nothing that names their command, and a reply too many or too few (a broken
+        proxy, a server that is not Redis) would otherwise hand every later call the replies
+        of another call, silently."""
         assert self.transport is not None
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         if self.lost is not None:
             # Given up while this call waited for the connection to open: nothing will answer.
             future.set_exception(self.lost)
             return future
+        token = None
+        if checked:
+            self.tokens += 1
+            token = b"%x" % self.tokens
+            payload += b"*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n" % (len(token), token)
         now = self.loop.time()
-        self.waiters.append(_Waiter(future, count, now, now + timeout, arrays))
+        self.waiters.append(_Waiter(future, count, now, now + timeout, arrays, token))
         if len(self.waiters) == 1:
             # Alone: written at once, no turn of the loop lost.
             self.transport.write(payload)
@@ -381,7 +417,8 @@ class RespPool:
             commands.append(pack(b"SELECT", str(address.db).encode()))
         if not commands:
             return
-        replies = await protocol.send(b"".join(commands), len(commands))
+        # Unchecked: after a refused AUTH, Redis would refuse the PING as well.
+        replies = await protocol.send(b"".join(commands), len(commands), checked=False)
         for reply in replies:
             if isinstance(reply, RespReplyError):
                 protocol.close()

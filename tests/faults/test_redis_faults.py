@@ -530,6 +530,11 @@ class FakeRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def connections(self) -> int:
+        """How many connections it accepted."""
+        return len(self._connections)
+
     def _accept(self) -> None:
         while True:
             try:
@@ -606,6 +611,7 @@ class Garbage:
 
 # Once the fake answers again, its next replies may run into the cut one instead.
 STUCK = (TIMED_OUT, U + "no complete reply within 2 s", U + "its reply is not RESP (*")
+OUT_OF_STEP = U + "its replies do not match the commands sent (one is missing or repeated)"
 NOT_AN_ARRAY = U + "HMGET was answered with a string, not an array"
 
 GARBAGE = {
@@ -617,6 +623,11 @@ GARBAGE = {
         _hmget_only(lambda real, n, total: Reply(real[: len(real) // 2], close=True)),
         # "Redis closed the connection", or the reset the kernel reports instead.
         (U + "connection to Redis lost: *",),
+    ),
+    "truncated, then silent": Garbage(
+        _hmget_only(lambda real, n, total: Reply(real[:-3], mute=True)),
+        (*STUCK, OUT_OF_STEP),
+        stuck=True,
     ),
     "huge bulk length, then 256 MiB": Garbage(
         _hmget_only(
@@ -635,6 +646,19 @@ GARBAGE = {
     ),
     "a string instead of an array": Garbage(
         _hmget_only(lambda real, n, total: Reply(b"+OK\r\n")), (NOT_AN_ARRAY,)
+    ),
+    "an extra reply": Garbage(
+        _hmget_only(lambda real, n, total: Reply(real + b"+OK\r\n")),
+        # OUT_OF_STEP when the health ping, which asks for no array, took the extra one.
+        (NOT_AN_ARRAY, OUT_OF_STEP),
+    ),
+    "a repeated reply": Garbage(
+        _hmget_only(lambda real, n, total: Reply(real * 2 if total % 3 == 1 else real)),
+        (OUT_OF_STEP,),
+    ),
+    "a missing reply": Garbage(
+        _hmget_only(lambda real, n, total: Reply(b"" if total % 3 == 1 else real)),
+        (OUT_OF_STEP,),
     ),
     "an array of the wrong length": Garbage(
         _hmget_only(lambda real, n, total: Reply(b"*1\r\n$-1\r\n")), (U + "*",)
@@ -728,6 +752,32 @@ def test_garbage_from_redis_fails_calls_with_unavailable_in_bounded_memory(
     if code != 0:
         problems.append(f"exit code {code}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_reply_no_command_asked_for_closes_the_idle_connection_and_fails_no_call(
+    redis_server: LocalRedis, serve: Callable[..., Sidecar]
+) -> None:
+    _seed(redis_server.url)
+    fake = FakeRedis(redis_server.url)
+    try:
+        # Pinged once, at start: the one caller's calls then take turns on the two connections.
+        sidecar = serve(fake.url, "--redis-health-interval", "1h")
+        # An extra reply after the answer to the last command: the connection is idle when it
+        # comes. Kept, it would be taken for the first reply of the next call there.
+        fake.fault = lambda name, real, n, total: Reply(
+            real + b"+OK\r\n" if name == b"PING" else real
+        )
+        with Load(sidecar.address, callers=1, deadlines=(0.6,)) as load:
+            time.sleep(1.0)
+        calls = load.calls()
+        assert sidecar.terminate()[0] == 0
+    finally:
+        fake.close()
+    load.assert_bounded(calls)
+    assert _all_ok(calls, at_least=20), _codes(calls)
+    _assert_right_values(calls)
+    # Each call's connection was closed after it, at the reply nobody asked for.
+    assert fake.connections >= len(calls)
 
 
 # --- 4. Keys of the wrong type -------------------------------------------------------------------

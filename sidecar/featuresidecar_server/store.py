@@ -21,6 +21,11 @@ Listener = Callable[[bool, str, float], None]
 
 _PING = pack(b"PING")
 
+# Error replies by which Redis says it cannot serve reads for now (loading its data after a
+# restart, running a long script, a replica that lost its master, a cluster that is down): the
+# caller should retry, as when Redis is unreachable, and health turns NOT_SERVING meanwhile.
+_NOT_READY = frozenset({"LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
+
 
 class StoreError(ServiceError):
     """Redis answered with an error (e.g. a key of the wrong type): not retryable."""
@@ -89,8 +94,12 @@ class RedisStore:
             raise Unavailable(f"Redis at {self.url} is unavailable: {_reason(exc)}") from None
         for reply in replies:
             if isinstance(reply, RespReplyError):
+                reason = _reason(reply)
+                if reason.split(" ", 1)[0] in _NOT_READY:
+                    self._notify(False, "connection", start)
+                    raise Unavailable(f"Redis at {self.url} is unavailable: {reason}")
                 self._notify(False, "response", start)
-                raise StoreError(f"Redis answered with an error: {_reason(reply)}")
+                raise StoreError(f"Redis answered with an error: {reason}")
         self._notify(True, "", start)
         return replies
 

@@ -780,6 +780,41 @@ def test_a_reply_no_command_asked_for_closes_the_idle_connection_and_fails_no_ca
     assert fake.connections >= len(calls)
 
 
+def test_redis_loading_its_data_after_a_restart_is_unavailable_and_not_serving(
+    redis_server: LocalRedis, serve: Callable[..., Sidecar]
+) -> None:
+    # What a restarted Redis answers every command until its data set is loaded.
+    loading = b"-LOADING Redis is loading the dataset in memory\r\n"
+    _seed(redis_server.url)
+    fake = FakeRedis(redis_server.url)
+    try:
+        sidecar = serve(fake.url)
+        with Load(sidecar.address, callers=8, deadlines=(0.45, 0.6)) as load:
+            time.sleep(0.3)
+            loading_at = time.monotonic()
+            fake.fault = lambda name, real, n, total: Reply(loading)
+            sidecar.wait_health(NOT_SERVING, within=RECOVERY)
+            time.sleep(0.4)
+            fake.fault = None
+            recovery = sidecar.wait_health(SERVING, within=RECOVERY)
+            served_at = time.monotonic()
+            time.sleep(0.4)
+        calls = load.calls()
+        assert sidecar.terminate()[0] == 0
+    finally:
+        fake.close()
+    load.assert_bounded(calls)
+    _assert_right_values(calls)
+    before = [c for c in calls if c.ended < loading_at]
+    after = [c for c in calls if c.started > served_at]
+    assert _all_ok(before), _codes(before)
+    assert _all_ok(after), _codes(after)
+    reason = "LOADING Redis is loading the dataset in memory"
+    _assert_codes(calls, {OK: (), UNAVAILABLE: (f"Redis at {fake.url} is unavailable: {reason}",)})
+    assert _codes(calls).get("UNAVAILABLE", 0) >= 20, _codes(calls)
+    assert recovery <= RECOVERY
+
+
 # --- 4. Keys of the wrong type -------------------------------------------------------------------
 
 WRONG_TYPE = {3: "string", 4: "list", 5: "set"}

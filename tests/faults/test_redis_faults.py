@@ -355,19 +355,20 @@ def _assert_right_values(calls: Sequence[Call]) -> None:
     )
 
 
+def _fits(details: str, listed: Sequence[str]) -> bool:
+    """Whether `details` is one of `listed` (a listed text ending in "*" is a prefix)."""
+    return any(
+        details.startswith(text[:-1]) if text.endswith("*") else details == text for text in listed
+    )
+
+
 def _assert_codes(calls: Sequence[Call], allowed: dict[grpc.StatusCode, Sequence[str]]) -> None:
-    """Each call's code is one of `allowed`, with one of the details listed for that code (a
-    listed detail ending in "*" is a prefix)."""
+    """Each call's code is one of `allowed`, with one of the details listed for that code."""
 
     def fits(call: Call) -> bool:
         if call.code not in allowed:
             return False
-        if call.code == OK:
-            return True
-        return any(
-            call.details.startswith(text[:-1]) if text.endswith("*") else call.details == text
-            for text in allowed[call.code]
-        )
+        return call.code == OK or _fits(call.details, allowed[call.code])
 
     unexpected = [c for c in calls if not fits(c)]
     assert not unexpected, f"{len(unexpected)} of {len(calls)} calls ended unexpectedly: " + (
@@ -730,7 +731,9 @@ def test_garbage_from_redis_fails_calls_with_unavailable_in_bounded_memory(
     for check in (
         lambda: load.assert_bounded(calls),
         lambda: _assert_right_values(calls),
-        lambda: _assert_codes(faulty, {OK: (), UNAVAILABLE: reasons}),
+        # The fake answers from this process, which a busy machine can hold up past the
+        # Redis timeout: the sidecar then rightly says Redis did not answer in time.
+        lambda: _assert_codes(faulty, {OK: (), UNAVAILABLE: (*reasons, TIMED_OUT)}),
     ):
         try:
             check()
@@ -738,8 +741,9 @@ def test_garbage_from_redis_fails_calls_with_unavailable_in_bounded_memory(
             problems.append(str(exc).splitlines()[0])
     if not _all_ok(before):
         problems.append(f"calls failed before the fault: {_codes(before)}")
-    if _codes(faulty).get("UNAVAILABLE", 0) < 1:
-        problems.append(f"the fault failed no call: {_codes(faulty)}")
+    own = [c for c in faulty if c.code == UNAVAILABLE and _fits(c.details, reasons)]
+    if not own:
+        problems.append(f"the fault failed no call with its own reason: {_codes(faulty)}")
     if not _all_ok(later):
         problems.append(f"not recovered after the fault: {_codes(later)}")
     # 16 MiB at most (resp.MAX_PENDING_BYTES) and what the allocator holds on to; without
@@ -810,8 +814,10 @@ def test_redis_loading_its_data_after_a_restart_is_unavailable_and_not_serving(
     assert _all_ok(before), _codes(before)
     assert _all_ok(after), _codes(after)
     reason = "LOADING Redis is loading the dataset in memory"
-    _assert_codes(calls, {OK: (), UNAVAILABLE: (f"Redis at {fake.url} is unavailable: {reason}",)})
-    assert _codes(calls).get("UNAVAILABLE", 0) >= 20, _codes(calls)
+    unavailable = f"Redis at {fake.url} is unavailable: {reason}"
+    # TIMED_OUT: the fake answers from this process, which a busy machine can hold up.
+    _assert_codes(calls, {OK: (), UNAVAILABLE: (unavailable, TIMED_OUT)})
+    assert sum(c.details == unavailable for c in calls) >= 20, _codes(calls)
     assert recovery <= RECOVERY
 
 

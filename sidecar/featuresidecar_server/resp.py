@@ -4,6 +4,12 @@ Commands of concurrent calls share a few connections and go out as soon as they 
 replies come back in order, so each call waits only for its own. A call that gives up (timeout)
 leaves its place in the queue and its replies are dropped when they arrive, so the connection
 stays usable; a connection that keeps stalling is closed and opened again.
+
+A server that is not a sound Redis (bytes that are not RESP, a reply too many or too few, a
+reply that never ends) cannot be trusted with the rest of the stream: the connection is closed,
+its calls fail with RespConnectionError saying why, and the next call opens a new one. Each
+batch of commands ends with a PING of its own token, so that replies out of step with their
+commands are noticed instead of being handed to another call.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import hiredis
 
 _CRLF = b"\r\n"
+
+# An unfinished reply holding more bytes than this is not a feature value but garbage (say a
+# huge length header followed by a stream): without a bound it would be buffered until memory
+# runs out. Redis itself allows 512 MiB per string; one feature value is kilobytes.
+MAX_PENDING_BYTES = 16 << 20
 
 
 class RespConnectionError(ConnectionError):
@@ -106,16 +117,37 @@ def pack_args(args: tuple[bytes, ...] | list[bytes]) -> bytes:
 
 
 class _Waiter:
-    __slots__ = ("count", "deadline", "future", "replies", "sent")
+    __slots__ = ("arrays", "count", "deadline", "future", "replies", "sent", "token")
 
     def __init__(
-        self, future: asyncio.Future[list[Any]], count: int, sent: float, deadline: float
+        self,
+        future: asyncio.Future[list[Any]],
+        count: int,
+        sent: float,
+        deadline: float,
+        arrays: bool,
+        token: bytes | None,
     ) -> None:
         self.future = future
         self.count = count
         self.replies: list[Any] = []
         self.sent = sent
         self.deadline = deadline
+        # Whether every reply must be an array (or an error), as HMGET's are.
+        self.arrays = arrays
+        # What the PING after the commands must answer; None once it did (or with no PING).
+        self.token = token
+
+
+_OUT_OF_STEP = "its replies do not match the commands sent (one is missing or repeated)"
+
+
+def _kind(reply: Any) -> str:
+    if isinstance(reply, bytes):
+        return "a string"
+    if isinstance(reply, int):
+        return "an integer"
+    return "nil" if reply is None else type(reply).__name__
 
 
 class _Protocol(asyncio.Protocol):
@@ -123,9 +155,11 @@ class _Protocol(asyncio.Protocol):
         self.reader = hiredis.Reader(replyError=RespReplyError)
         self.waiters: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
-        self.lost: BaseException | None = None
+        # Why the connection is no longer usable: what its calls fail with.
+        self.lost: RespConnectionError | None = None
         self.loop = asyncio.get_running_loop()
         self.outgoing: list[bytes] = []
+        self.tokens = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -134,32 +168,101 @@ class _Protocol(asyncio.Protocol):
         reader = self.reader
         reader.feed(data)
         waiters = self.waiters
-        while waiters:
-            head = waiters[0]
-            while len(head.replies) < head.count:
-                reply = reader.gets()
-                if reply is False:
-                    return
-                head.replies.append(reply)
-            waiters.popleft()
-            if not head.future.done():
-                head.future.set_result(head.replies)
+        try:
+            while waiters:
+                head = waiters[0]
+                while len(head.replies) < head.count:
+                    reply = reader.gets()
+                    if reply is False:
+                        self._wait_for_more()
+                        return
+                    if (
+                        head.arrays
+                        and type(reply) is not list
+                        and not isinstance(reply, RespReplyError)
+                    ):
+                        self.abandon(
+                            _OUT_OF_STEP
+                            if reply == head.token
+                            else f"HMGET was answered with {_kind(reply)}, not an array"
+                        )
+                        return
+                    head.replies.append(reply)
+                if head.token is not None:
+                    reply = reader.gets()
+                    if reply is False:
+                        self._wait_for_more()
+                        return
+                    # An error (e.g. LOADING) answers the PING too: the stream is in step.
+                    if reply != head.token and not isinstance(reply, RespReplyError):
+                        self.abandon(_OUT_OF_STEP)
+                        return
+                    head.token = None
+                waiters.popleft()
+                if not head.future.done():
+                    head.future.set_result(head.replies)
+            if reader.has_data():
+                self.abandon("it sent a reply no command asked for")
+        except hiredis.ProtocolError as exc:
+            self.abandon(f"its reply is not RESP ({exc})")
+        except MemoryError:
+            # hiredis allocates an array's slots when it reads the header.
+            self.abandon("a reply announced more elements than fit in memory")
+
+    def _wait_for_more(self) -> None:
+        if self.reader.len() > MAX_PENDING_BYTES:
+            self.abandon(f"a reply grew past {MAX_PENDING_BYTES >> 20} MiB without ending")
+
+    def abandon(self, reason: str) -> None:
+        """The rest of the byte stream cannot be matched to commands any more: every waiter
+        fails with `reason` and the connection closes (the pool opens a new one)."""
+        self.lost = RespConnectionError(reason)
+        self._fail_waiters(self.lost)
+        if self.transport is not None:
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or RespConnectionError("Redis closed the connection")
-        error = RespConnectionError(f"connection to Redis lost: {self.lost}")
+        if self.lost is None:
+            reason = exc or "Redis closed the connection"
+            self.lost = RespConnectionError(f"connection to Redis lost: {reason}")
+        self._fail_waiters(self.lost)
+        # Failed calls' tracebacks keep this object alive until a garbage collection; what
+        # the reader buffered (up to MAX_PENDING_BYTES) is released now.
+        self.reader = hiredis.Reader(replyError=RespReplyError)
+
+    def _fail_waiters(self, error: Exception) -> None:
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 
     def send(
-        self, payload: bytes, count: int, timeout: float = 3600.0
+        self,
+        payload: bytes,
+        count: int,
+        timeout: float = 3600.0,
+        *,
+        arrays: bool = False,
+        checked: bool = True,
     ) -> asyncio.Future[list[Any]]:
+        """Sends `count` packed commands; the future gets their replies. `checked` adds a PING
+        with a token of its own, which must come back right after the replies: RESP2 replies
+        carry nothing that names their command, and a reply too many or too few (a broken
+        proxy, a server that is not Redis) would otherwise hand every later call the replies
+        of another call, silently."""
         assert self.transport is not None
         future: asyncio.Future[list[Any]] = self.loop.create_future()
+        if self.lost is not None:
+            # Given up while this call waited for the connection to open: nothing will answer.
+            future.set_exception(self.lost)
+            return future
+        token = None
+        if checked:
+            self.tokens += 1
+            token = b"%x" % self.tokens
+            payload += b"*2\r\n$4\r\nPING\r\n$%d\r\n%s\r\n" % (len(token), token)
         now = self.loop.time()
-        self.waiters.append(_Waiter(future, count, now, now + timeout))
+        self.waiters.append(_Waiter(future, count, now, now + timeout, arrays, token))
         if len(self.waiters) == 1:
             # Alone: written at once, no turn of the loop lost.
             self.transport.write(payload)
@@ -223,21 +326,26 @@ class RespPool:
         self._ssl = address.ssl_context()
         self._closed = False
 
-    async def execute(self, payload: bytes, count: int, timeout: float) -> list[Any]:
+    async def execute(
+        self, payload: bytes, count: int, timeout: float, *, arrays: bool = False
+    ) -> list[Any]:
         """Sends `count` packed commands and returns their replies in order.
 
         `timeout` covers everything, connecting included; TimeoutError when it runs out. Time
-        limits are kept by one watchdog per pool rather than a timer per call.
+        limits are kept by one watchdog per pool rather than a timer per call. With `arrays`,
+        a reply that is neither an array nor an error breaks the connection
+        (RespConnectionError): the stream no longer matches the commands.
         """
         index = self._next
         self._next = (index + 1) % self.size
         protocol = self._slots[index]
+        patience = max(2.0, 5 * timeout)
         if protocol is None or not protocol.usable:
             protocol = await self._connection(index, timeout)
-        elif protocol.stalled(protocol.loop.time(), max(2.0, 5 * timeout)):
-            protocol.close()
+        elif protocol.stalled(protocol.loop.time(), patience):
+            protocol.abandon(f"no complete reply within {patience:g} s")
             protocol = await self._connection(index, timeout)
-        future = protocol.send(payload, count, timeout)
+        future = protocol.send(payload, count, timeout, arrays=arrays)
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = protocol.loop.create_task(self._watch())
         return await future
@@ -309,7 +417,8 @@ class RespPool:
             commands.append(pack(b"SELECT", str(address.db).encode()))
         if not commands:
             return
-        replies = await protocol.send(b"".join(commands), len(commands))
+        # Unchecked: after a refused AUTH, Redis would refuse the PING as well.
+        replies = await protocol.send(b"".join(commands), len(commands), checked=False)
         for reply in replies:
             if isinstance(reply, RespReplyError):
                 protocol.close()

@@ -21,6 +21,11 @@ Listener = Callable[[bool, str, float], None]
 
 _PING = pack(b"PING")
 
+# Error replies by which Redis says it cannot serve reads for now (loading its data after a
+# restart, running a long script, a replica that lost its master, a cluster that is down): the
+# caller should retry, as when Redis is unreachable, and health turns NOT_SERVING meanwhile.
+_NOT_READY = frozenset({"LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN"})
+
 
 class StoreError(ServiceError):
     """Redis answered with an error (e.g. a key of the wrong type): not retryable."""
@@ -59,16 +64,23 @@ class RedisStore:
         self._listener = listener
 
     async def fetch(self, payload: bytes, count: int, timeout: float | None = None) -> list[Any]:
-        """The replies of `count` packed commands, in order.
+        """The replies of `count` packed HMGET commands, in order.
 
-        `timeout` (what is left of the caller's deadline) shortens the store's own timeout.
+        `timeout` (what is left of the caller's deadline) shortens the store's own timeout. A
+        reply that is not an array is garbage from the server: Unavailable, like a lost
+        connection, never handed on.
         """
+        return await self._round_trip(payload, count, timeout, arrays=True)
+
+    async def _round_trip(
+        self, payload: bytes, count: int, timeout: float | None, *, arrays: bool
+    ) -> list[Any]:
         limit = self.timeout if timeout is None else min(self.timeout, timeout)
         if limit <= 0:
             raise DeadlineExceeded("the call's deadline passed before Redis was asked")
         start = time.perf_counter()
         try:
-            replies = await self._pool.execute(payload, count, limit)
+            replies = await self._pool.execute(payload, count, limit, arrays=arrays)
         except TimeoutError:
             if limit < self.timeout:
                 # The caller's own short deadline says nothing about Redis's health.
@@ -82,13 +94,17 @@ class RedisStore:
             raise Unavailable(f"Redis at {self.url} is unavailable: {_reason(exc)}") from None
         for reply in replies:
             if isinstance(reply, RespReplyError):
+                reason = _reason(reply)
+                if reason.split(" ", 1)[0] in _NOT_READY:
+                    self._notify(False, "connection", start)
+                    raise Unavailable(f"Redis at {self.url} is unavailable: {reason}")
                 self._notify(False, "response", start)
-                raise StoreError(f"Redis answered with an error: {_reason(reply)}")
+                raise StoreError(f"Redis answered with an error: {reason}")
         self._notify(True, "", start)
         return replies
 
     async def ping(self) -> None:
-        await self.fetch(_PING, 1)
+        await self._round_trip(_PING, 1, None, arrays=False)
 
     async def close(self) -> None:
         await self._pool.close()

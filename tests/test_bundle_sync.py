@@ -795,8 +795,8 @@ def test_a_policy_that_masks_by_hash_is_refused_without_a_mask_secret(keys: Any)
         activator.offer(build(POLICY, 1, keys["a"]), "test")
     assert error.value.reason == "mask_secret"
     assert error.value.message == (
-        "rule 1 masks features by hash, and this sidecar has no mask secret: give it one with "
-        "--mask-key-file (or FEATURE_SIDECAR_MASK_KEY_FILE); the bundle must not carry it"
+        "rule 1 masks features by hash, which needs a key of the sidecar's own: start it with "
+        "--mask-key-file (or FEATURE_SIDECAR_MASK_KEY_FILE); the bundle must not carry the key"
     )
     assert activator.active.current is None
     assert activator.status.failures == {"mask_secret": 1}

@@ -172,9 +172,9 @@ class Activator:
             # widely: anyone holding it could hash candidate values and unmask them.
             raise BundleError(
                 "mask_secret",
-                f"rule {hashing.index + 1} masks features by hash, and this sidecar has no mask "
-                "secret: give it one with --mask-key-file (or FEATURE_SIDECAR_MASK_KEY_FILE); "
-                "the bundle must not carry it",
+                f"rule {hashing.index + 1} masks features by hash, which needs a key of the "
+                "sidecar's own: start it with --mask-key-file (or FEATURE_SIDECAR_MASK_KEY_FILE); "
+                "the bundle must not carry the key",
             )
         snapshot = Snapshot(
             policy,

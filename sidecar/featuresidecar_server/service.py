@@ -27,7 +27,7 @@ from .errors import (
     named,
     quoted,
 )
-from .layout import entity_keys, pack_commands
+from .layout import ReadPlan, entity_keys, pack_commands
 from .ratelimit import RateLimiter
 from .snapshot import ActivePolicy, Prepared, Snapshot
 
@@ -116,18 +116,28 @@ class FeatureReader:
             # A cached read may serve other callers too: it runs under the store's own
             # timeout, and this caller waits for it within its deadline.
             replies = await cache.fetch(self.store.fetch, plan.groups, keys, timeout)
+        if replies:
+            _check_widths(plan, replies, rows)
         now = self.clock_ns()
         record.now_ns = now
-        columns = build_columns(
-            prepared.columns,
-            plan,
-            replies,
-            rows,
-            now,
-            snapshot.mask_key,
-            self.stamps,
-            record.columns,
-        )
+        try:
+            columns = build_columns(
+                prepared.columns,
+                plan,
+                replies,
+                rows,
+                now,
+                snapshot.mask_key,
+                self.stamps,
+                record.columns,
+            )
+        except (TypeError, ValueError, IndexError):
+            # Looked into only when decoding failed: a value that is neither a string nor nil
+            # is garbage from the server, not a bug of the sidecar.
+            foreign = _foreign_value(replies)
+            if foreign is None:
+                raise
+            raise Unavailable(f"Redis answered HMGET with {foreign} among the values") from None
         return wire.response(prepared.names, columns, snapshot.revision, rows)
 
     def _check_access(
@@ -275,6 +285,29 @@ def _entities(
                     )
         out[name] = values
     return out, max(rows, 0)
+
+
+def _check_widths(plan: ReadPlan, replies: Sequence[Any], rows: int) -> None:
+    """Each HMGET reply holds one value per field asked: anything else (a server that is not
+    a sound Redis) would put values in the wrong columns."""
+    for number, group in enumerate(plan.groups):
+        widths = set(map(len, replies[number * rows : (number + 1) * rows]))
+        if widths != {len(group.fields)}:
+            wrong = min(widths - {len(group.fields)})
+            raise Unavailable(
+                f"Redis answered an HMGET of {len(group.fields)} fields with {wrong} values"
+            )
+
+
+def _foreign_value(replies: Sequence[Any]) -> str | None:
+    """What a reply holds that is neither a string nor nil, if anything."""
+    for reply in replies:
+        for value in reply:
+            if isinstance(value, list):
+                return "an array"
+            if value is not None and not isinstance(value, bytes):
+                return f"a value of type {type(value).__name__}"
+    return None
 
 
 def _check_join_keys(prepared: Prepared, entities: Mapping[str, Any]) -> None:

@@ -350,6 +350,7 @@ class ServeProcess:
         try:
             wait_serving(address, self.process, timeout)
         except RuntimeError as exc:
+            self.stop(timeout=5)  # a sidecar that never served must not outlive the test
             raise AssertionError(f"{exc}: {self.log.read_text()}") from None
         return self
 
@@ -359,6 +360,15 @@ class ServeProcess:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         raise AssertionError(f"no {field} for pid {self.pid}")
+
+    def exit_code(self, timeout: float = 20.0) -> int:
+        """The code of a sidecar expected to exit by itself; one still running after `timeout`
+        is stopped and fails the test."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(timeout=5)
+            raise AssertionError(f"the sidecar did not exit: {self.log.read_text()}") from None
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, then its exit code (SIGKILL if it outlives `timeout`)."""

@@ -24,7 +24,7 @@ from support import (
     stub,
 )
 
-from featuresidecar_server import config
+from featuresidecar_server import config, processes
 from featuresidecar_server.devredis import LocalRedis
 from featuresidecar_server.probe import wait_serving
 from featuresidecar_server.settings import SERVE_OPTIONS
@@ -47,7 +47,8 @@ def _wait_serving(address: str, process: subprocess.Popen[str], timeout: float =
     try:
         wait_serving(address, process, timeout)
     except RuntimeError as exc:
-        details = process.stderr.read() if process.stderr and process.poll() is not None else ""
+        processes.stop(process, 5)  # a sidecar that never served must not outlive the test
+        details = process.stderr.read() if process.stderr else ""
         raise AssertionError(f"{exc}: {details}") from None
 
 

@@ -152,7 +152,7 @@ def test_bounds_must_be_positive(flag: str, tmp_path: Path) -> None:
     sidecar = ServeProcess(
         ["--bundle", str(EXAMPLE_POLICY), "--allow-unsigned", flag, "0"], tmp_path / "log"
     )
-    assert sidecar.process.wait(timeout=20) == 2
+    assert sidecar.exit_code() == 2
     assert f"{flag} must be at least 1" in sidecar.log.read_text()
 
 

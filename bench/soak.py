@@ -184,7 +184,7 @@ def disrupt(
         soak_chaos.pause_redis(redis, event.seconds)
     elif event.kind == soak_plan.REDIS_RESTART:
         keys = soak_chaos.kill_and_restart_redis(redis, event.seconds)
-        record.effect_what = f"(keys after the restart: {keys})"
+        record.note = f"keys after the restart: {keys}"
     elif event.kind in (soak_plan.BUNDLE_500, soak_plan.BUNDLE_STALL):
         counter = "500" if event.kind == soak_plan.BUNDLE_500 else "stalled_past_timeout"
         before = server.counts[counter]
@@ -422,6 +422,7 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(
             f"  {event['start_s']:7.1f}-{event['end_s']:7.1f} s {event['kind']:<20} "
             f"{event['effect']} {event['effect_what']}"
+            + (f"; {event['note']}" if event.get("note") else "")
         )
     lines += [f"  reason: {reason}" for reason in result["reasons"]]
     busy = result.get("host_load_at_unexpected")

@@ -74,6 +74,8 @@ class Disruption:
     effect: int = 0
     effect_what: str = ""
     revision: int = 0
+    # What else was seen (the keys a restarted Redis holds again).
+    note: str = ""
 
 
 @dataclass
@@ -265,6 +267,7 @@ def disruption_rows(disruptions: Sequence[Disruption]) -> list[dict[str, Any]]:
             "end_s": round(d.end, 3),
             "effect": d.effect,
             "effect_what": d.effect_what,
+            **({"note": d.note} if d.note else {}),
             **({"revision": d.revision} if d.revision else {}),
         }
         for d in disruptions

@@ -1,18 +1,20 @@
 """The soak's timeline, scaled to its duration (pure: numbers in, schedule out).
 
-    0 ............ measure_s ...... warmup_end ... +rss_window ... events ... -rss_window-3s .. end
-    closed loop:    open loop at half the measured maximum, for the rest of the run
-    the maximum     (warm-up,        RSS baseline   disruptions   recovery      RSS at the end
-                    one Redis pause)
+    0 ........ measure_s ........... warmup_end ... +rss_window ........ -rss_window-3s ..... end
+    closed loop:  open loop at half the measured maximum, for the rest of the run
+    the maximum   disruptions, in cycles of five kinds, one per slot, until -rss_window-3s
+                  (warm-up)            RSS baseline                     recovery  RSS at the end
 
-The warm-up is the measurement phase plus 10 % of the run, and holds one Redis pause: the calls
-that pile up while Redis does not answer are the largest burst of the run, and the memory a
-burst takes stays with the process as its high-water mark (measured: +7.5 MiB at the first pause
-of a 10-minute run, no such step at the five later ones). The baseline is taken after it, so
-that the RSS check looks for growth, not for the first burst.
-
-The disruptions after the baseline run in cycles of five kinds, one kind per slot; a longer run
-gets more cycles, not longer disruptions, so a 60-second run still has each kind once.
+The disruptions begin right after the measurement; a longer run gets more cycles, not longer
+disruptions, so a 60-second run still has each kind once. The warm-up is the measurement phase
+plus 25 % of the run, so it holds at least the first Redis pause (a 10-minute run: two whole
+cycles). The calls that pile up while Redis does not answer are the run's largest burst, and the
+memory a burst takes stays with the process as its high-water mark: one 10-minute run stepped
++7.5 MiB at its first pause, another +2.3, +0.4, +0.3, +0.5, +0.5 and 0 MiB at its pauses after
+the first, while a run with a pause every 8 s stayed at 88-90 MiB through 26 pauses. Taking the
+baseline after the first pauses makes the RSS check look for growth that goes on, not for those
+first steps. The baseline window may hold a disruption; its median does not follow the few
+seconds one moves.
 """
 
 from __future__ import annotations
@@ -31,16 +33,16 @@ CYCLE = (REDIS_PAUSE, BUNDLE_500, REDIS_RESTART, BUNDLE_STALL, BUNDLE_NEW_REVISI
 REDIS_AWAY = frozenset({REDIS_PAUSE, REDIS_RESTART})
 
 # The warm-up is the measurement phase plus this fraction of the duration.
-WARMUP_FRACTION = 0.10
+WARMUP_FRACTION = 0.25
 TARGET_SLOT_S = 15.0
 # Quiet seconds between the last disruption's slot and the final RSS window.
 RECOVERY_S = 3.0
 # Quiet seconds a slot keeps after its disruption ends.
 SLOT_MARGIN_S = 2.0
-# The warm-up's Redis pause starts this long after the measurement, and must be over (with the
-# sidecar's reconnection) this long before the warm-up ends.
-PRIMING_DELAY_S = 1.0
-PRIMING_MARGIN_S = 3.0
+# The first disruption starts this long after the measurement.
+FIRST_DELAY_S = 1.0
+# The first Redis pause must be over this long (the sidecar reconnects) before the warm-up ends.
+PAUSE_MARGIN_S = 3.0
 MIN_DURATION_S = 60.0
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
@@ -115,11 +117,8 @@ def plan(duration: float, timing: Timing = Timing()) -> Plan:
         )
     measure_s = round(_clamp(0.1 * duration, 5.0, 20.0), 3)
     warmup_end = round(measure_s + WARMUP_FRACTION * duration, 3)
-    priming = Event(REDIS_PAUSE, measure_s + PRIMING_DELAY_S, timing.event_seconds(REDIS_PAUSE))
-    if priming.start + priming.seconds + PRIMING_MARGIN_S > warmup_end:
-        raise ValueError(f"a soak of {duration:g} s has no room for the warm-up's Redis pause")
     rss_window = round(_clamp(0.08 * duration, 5.0, 30.0), 3)
-    first = warmup_end + rss_window
+    first = measure_s + FIRST_DELAY_S
     available = duration - rss_window - RECOVERY_S - first
     cycles = max(1, int(available // (len(CYCLE) * TARGET_SLOT_S)))
     slot = available / (cycles * len(CYCLE))
@@ -129,9 +128,11 @@ def plan(duration: float, timing: Timing = Timing()) -> Plan:
             f"a soak of {duration:g} s leaves {slot:.1f} s per disruption; "
             f"{longest + SLOT_MARGIN_S:g} s are needed: make it longer"
         )
-    cycled = (
+    events = tuple(
         Event(kind, round(first + i * slot, 3), timing.event_seconds(kind))
         for i, kind in enumerate(CYCLE * cycles)
     )
-    events = (priming, *cycled)
+    # CYCLE begins with a Redis pause: the warm-up must hold it.
+    if first + timing.event_seconds(REDIS_PAUSE) + PAUSE_MARGIN_S > warmup_end:
+        raise ValueError(f"a soak of {duration:g} s has no room for a Redis pause in its warm-up")
     return Plan(duration, measure_s, warmup_end, rss_window, round(slot, 3), events)

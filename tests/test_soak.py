@@ -37,18 +37,17 @@ def test_durations_take_seconds_minutes_or_a_bare_number() -> None:
         soak_plan.parse_duration("10x")
 
 
-def test_a_one_minute_soak_has_the_warm_up_pause_and_each_disruption_once() -> None:
+def test_a_one_minute_soak_has_each_disruption_once_the_first_pause_in_the_warm_up() -> None:
     plan = soak_plan.plan(60)
-    assert (plan.measure_s, plan.warmup_end, plan.rss_window, plan.slot) == (6.0, 12.0, 5.0, 7.0)
-    assert plan.baseline_window == (12.0, 17.0)
+    assert (plan.measure_s, plan.warmup_end, plan.rss_window, plan.slot) == (6.0, 21.0, 5.0, 9.0)
+    assert plan.baseline_window == (21.0, 26.0)
     assert plan.final_window == (55.0, 60.0)
     assert [(e.kind, e.start, e.seconds) for e in plan.events] == [
         ("redis_pause", 7.0, 2.0),
-        ("redis_pause", 17.0, 2.0),
-        ("bundle_500", 24.0, 3.0),
-        ("redis_restart", 31.0, 1.5),
-        ("bundle_stall", 38.0, 4.0),
-        ("bundle_new_revision", 45.0, 5.0),
+        ("bundle_500", 16.0, 3.0),
+        ("redis_restart", 25.0, 1.5),
+        ("bundle_stall", 34.0, 4.0),
+        ("bundle_new_revision", 43.0, 5.0),
     ]
 
 
@@ -56,20 +55,23 @@ def test_a_ten_minute_soak_repeats_the_cycle_instead_of_lengthening_it() -> None
     plan = soak_plan.plan(600)
     assert (plan.measure_s, plan.warmup_end, plan.rss_window, plan.slot) == (
         20.0,
-        80.0,
+        170.0,
         30.0,
-        15.233,
+        15.6,
     )
     kinds = [e.kind for e in plan.events]
-    assert {k: kinds.count(k) for k in soak_plan.CYCLE} == {
-        "redis_pause": 7,
-        "bundle_500": 6,
-        "redis_restart": 6,
-        "bundle_stall": 6,
-        "bundle_new_revision": 6,
-    }
-    assert [e.start for e in plan.events[:3]] == [21.0, 110.0, 125.233]
-    assert plan.events[-1] == soak_plan.Event("bundle_new_revision", 551.767, 5.0)
+    assert {k: kinds.count(k) for k in soak_plan.CYCLE} == dict.fromkeys(soak_plan.CYCLE, 7)
+    # Two whole cycles, and so two Redis pauses, before the warm-up ends at 170 s.
+    assert [e.start for e in plan.events if e.kind == "redis_pause"] == [
+        21.0,
+        99.0,
+        177.0,
+        255.0,
+        333.0,
+        411.0,
+        489.0,
+    ]
+    assert plan.events[-1] == soak_plan.Event("bundle_new_revision", 551.4, 5.0)
     # The last slot ends before the recovery and the final RSS window.
     assert plan.events[-1].start + plan.slot == pytest.approx(567.0)
 
@@ -172,7 +174,7 @@ def test_a_disruption_that_changed_nothing_fails_the_soak() -> None:
 def test_rss_growth_of_6_percent_fails() -> None:
     result = _evaluate(_calls(_ok_calls()), _steady_rss(100.0, 106.0))
     assert result["rss"] == {
-        "baseline_window_s": [12.0, 17.0],
+        "baseline_window_s": [21.0, 26.0],
         "final_window_s": [55.0, 60.0],
         "baseline_mib": 100.0,
         "final_mib": 106.0,
@@ -191,7 +193,7 @@ def test_rss_growth_of_4_percent_passes() -> None:
 
 def test_rss_is_the_median_of_each_window() -> None:
     rss = _steady_rss(100.0, 100.0)
-    rss[13] = (13.0, 400.0)  # one spike in the baseline window does not move it
+    rss[23] = (23.0, 400.0)  # one spike in the baseline window does not move it
     rss[57] = (57.0, 400.0)
     result = _evaluate(_calls(_ok_calls()), rss)
     assert (result["rss"]["baseline_mib"], result["rss"]["final_mib"]) == (100.0, 100.0)  # type: ignore[index]

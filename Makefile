@@ -7,6 +7,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 # How long `make soak` runs: seconds or minutes, e.g. 60s, 10m.
 DURATION ?= 10m
+# Where it writes soak.json and soak.png (CI's short run writes elsewhere than the committed ones).
+SOAK_OUT ?= bench/results
 
 .PHONY: help protos test lint demo bench bench-quick bench-peers soak clean
 
@@ -60,7 +62,7 @@ bench-peers: $(DEV_STAMP)
 	$(PY) bench/run.py
 
 soak: $(BENCH_STAMP)
-	$(PY) bench/soak.py --duration $(DURATION)
+	$(PY) bench/soak.py --duration $(DURATION) --out $(SOAK_OUT)
 
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/feature-sidecar demo

@@ -22,7 +22,7 @@ import soak_plan  # noqa: E402
 import soak_verdict  # noqa: E402
 from soak_verdict import Calls, Disruption, Violations  # noqa: E402
 
-OK, DEADLINE, DENIED, INTERNAL, UNAVAILABLE = 0, 4, 7, 13, 14
+OK, DEADLINE, DENIED, SHED, INTERNAL, UNAVAILABLE = 0, 4, 7, 8, 13, 14
 
 
 def test_durations_take_seconds_minutes_or_a_bare_number() -> None:
@@ -133,17 +133,19 @@ def test_redis_codes_are_expected_only_while_redis_is_away_and_its_grace() -> No
         [
             *_ok_calls(),
             (21.0, 0.5, UNAVAILABLE, soak_data.ALLOWED_ONLY, 0),  # during the pause
+            (21.5, 0.001, SHED, soak_data.ALLOWED_ONLY, 0),  # shed: calls piled up
             (23.5, 0.5, DEADLINE, soak_data.ALLOWED_ONLY, 0),  # in the grace period
             (30.0, 0.5, UNAVAILABLE, soak_data.ALLOWED_ONLY, 0),  # long after
+            (31.0, 0.001, SHED, soak_data.ALLOWED_ONLY, 0),  # shed with Redis answering
         ]
     )
     result = _evaluate(calls, _steady_rss(100.0, 100.0), [pause])
     assert result["codes"] == {
-        "expected": {"OK": 10, "DEADLINE_EXCEEDED": 1, "UNAVAILABLE": 1},
-        "unexpected": {"UNAVAILABLE": 1},
+        "expected": {"OK": 10, "DEADLINE_EXCEEDED": 1, "RESOURCE_EXHAUSTED": 1, "UNAVAILABLE": 1},
+        "unexpected": {"RESOURCE_EXHAUSTED": 1, "UNAVAILABLE": 1},
     }
     assert pause.effect == 2
-    assert result["reasons"] == ["unexpected codes: UNAVAILABLE x1"]
+    assert result["reasons"] == ["unexpected codes: RESOURCE_EXHAUSTED x1, UNAVAILABLE x1"]
 
 
 def test_permission_denied_is_expected_only_for_requests_that_ask_the_denied_feature() -> None:
@@ -191,12 +193,14 @@ def test_rss_growth_of_4_percent_passes() -> None:
     assert (result["passed"], result["reasons"]) == (True, [])
 
 
-def test_rss_is_the_median_of_each_window() -> None:
+def test_rss_is_the_floor_of_each_window() -> None:
     rss = _steady_rss(100.0, 100.0)
-    rss[23] = (23.0, 400.0)  # one spike in the baseline window does not move it
-    rss[57] = (57.0, 400.0)
+    rss[23] = (23.0, 400.0)  # a spike in the baseline window does not move it
+    for t in (56, 57, 58, 59):  # nor one of four seconds at the end (a host stall)
+        rss[t] = (float(t), 108.0)
     result = _evaluate(_calls(_ok_calls()), rss)
     assert (result["rss"]["baseline_mib"], result["rss"]["final_mib"]) == (100.0, 100.0)  # type: ignore[index]
+    assert result["passed"] is True
 
 
 def test_policy_violations_fail_the_soak() -> None:

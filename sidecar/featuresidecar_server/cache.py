@@ -89,14 +89,14 @@ class EntityCache:
         self.stats.count("hits", hits)
         self.stats.count("shared", len(waiting))
         self.stats.count("misses", len(missing))
+        if not (missing or waiting):
+            return replies
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded("the call's deadline passed before Redis was asked")
         if missing:
             own = self._start_read(read, missing)
             waiting.extend((index, own, n) for n, (index, _, _, _) in enumerate(missing))
-        if not waiting:
-            return replies
         reads = {id(task): task for _, task, _ in waiting}
-        if timeout is not None and timeout <= 0:
-            raise DeadlineExceeded("the call's deadline passed before Redis was asked")
         # asyncio.wait never cancels what it waits for: leaving early touches no shared read.
         _, late = await asyncio.wait(reads.values(), timeout=timeout)
         if late:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from support import EXAMPLE_POLICY, ServeProcess
 
+from featuresidecar_server import probe
 from featuresidecar_server.devredis import LocalRedis, free_port
 
 RANKER = "spiffe://cluster.local/ns/ml/sa/ranker"
@@ -73,3 +74,32 @@ def test_a_second_sidecar_cannot_join_the_port_of_a_supervisors_workers(
         assert "another process" in text
     finally:
         assert first.stop() == 0
+
+
+def test_a_second_sidecar_does_not_take_over_a_live_unix_socket(
+    redis_server: LocalRedis, tmp_path: Path
+) -> None:
+    def on(path: Path) -> list[str]:
+        return ["--listen", f"unix:{path}", *_args(redis_server, free_port())[2:]]
+
+    live = tmp_path / "s.sock"
+    first = ServeProcess(on(live), tmp_path / "first.log")
+    try:
+        first.wait_serving(f"unix:{live}")
+        second = ServeProcess(on(live), tmp_path / "second.log")
+        assert second.exit_code() == 2
+        assert f"--listen unix:{live}: another process (another sidecar?) is serving" in (
+            second.log.read_text()
+        )
+        assert probe.serving(f"unix:{live}")  # the first one still has it
+    finally:
+        assert first.stop() == 0
+    # A socket file left behind by a process that is gone is taken over.
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(stale))
+    again = ServeProcess(on(stale), tmp_path / "again.log")
+    try:
+        again.wait_serving(f"unix:{stale}")
+    finally:
+        assert again.stop() == 0

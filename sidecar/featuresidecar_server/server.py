@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -80,6 +81,11 @@ def build_server(
             if not os.path.isdir(directory):
                 raise ListenError(f"--listen {address}: directory {directory} does not exist")
             if os.path.exists(path):
+                if _answers(path):
+                    raise ListenError(
+                        f"--listen {address}: another process (another sidecar?) is serving on "
+                        "that socket"
+                    )
                 os.unlink(path)  # a socket left by an earlier run
             port = server.add_insecure_port(address)
             bound.append(address)
@@ -103,3 +109,14 @@ def _in_use(address: str) -> str:
         f"--listen {address}: cannot bind; is another process (another sidecar?) listening "
         "on that port?"
     )
+
+
+def _answers(path: str) -> bool:
+    """Whether something listens on the unix socket at `path` (not a stale file)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
